@@ -1,0 +1,408 @@
+"""Finding and labelling corpus files, loading audio, MFCC extraction and feature caching.
+
+Training, evaluation and live prediction all turn audio into model input through
+`clip_features` / `waveform_features` here, under one frozen `FeatureConfig` that is
+saved with every model, so the three can never disagree.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+log = logging.getLogger("ser")
+
+# The model's classes, in output order. RAVDESS numbers its emotions 01..08 in this order.
+EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"})
+
+# MM-VV-EE-II-SS-RR-AA: modality, vocal channel, emotion, intensity, statement, repetition, actor.
+RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d\d)$")
+RAVDESS_AUDIO_ONLY, RAVDESS_SPEECH = "03", "01"
+
+# SPK_word_emotion. "OA" is an upstream typo for OAF in one file name.
+TESS_NAME = re.compile(r"^(OAF|YAF|OA)_([a-z]+)_([a-z_]+)$", re.IGNORECASE)
+TESS_EMOTIONS = {
+    "neutral": "neutral", "happy": "happy", "sad": "sad", "angry": "angry", "fear": "fearful",
+    "disgust": "disgust", "ps": "surprised", "pleasant_surprise": "surprised",
+    "pleasant_surprised": "surprised",
+}
+
+# Peak below -80 dBFS: nothing a microphone or corpus would call a voice.
+SILENCE_PEAK = 1e-4
+
+# Bump when the feature code changes in a way FeatureConfig does not capture, to retire old caches.
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Every parameter that turns a waveform into model input. Saved with each model."""
+
+    sample_rate: int = 22050  # Hz, every clip is resampled to this
+    window_s: float = 3.0  # seconds the model sees: longer clips are centre-cropped, shorter zero-padded
+    n_mfcc: int = 13
+    n_fft: int = 2048  # samples, ~93 ms at 22,050 Hz
+    hop_length: int = 512  # samples, ~23 ms
+    n_mels: int = 128
+
+    @property
+    def n_samples(self) -> int:
+        return round(self.sample_rate * self.window_s)
+
+    @property
+    def n_frames(self) -> int:
+        # librosa centres frames, so a window of n samples gives 1 + n // hop frames.
+        return 1 + self.n_samples // self.hop_length
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Shape of one clip's features: (frames, coefficients)."""
+        return (self.n_frames, self.n_mfcc)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureConfig:
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown feature config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def digest(self) -> str:
+        """Short hash of the config and cache format: features made under equal digests are equal."""
+        text = json.dumps({"config": self.to_dict(), "format": CACHE_FORMAT}, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+class CorpusError(Exception):
+    """No usable corpus where the user pointed."""
+
+
+class SkipClip(Exception):
+    """A clip that cannot become features. The message is the reason: unreadable, empty, non-finite, silent."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Indexing
+
+
+@dataclass
+class IndexSummary:
+    """What `index_corpus` found besides the clips it kept."""
+
+    excluded: dict[str, int] = field(default_factory=dict)  # reason -> count, e.g. RAVDESS song
+    unmatched: list[str] = field(default_factory=list)  # audio files whose name fits no corpus
+    duplicates: list[list[str]] = field(default_factory=list)  # groups of byte-identical files
+
+    def lines(self) -> list[str]:
+        out = [f"left out {n} {reason}" for reason, n in sorted(self.excluded.items())]
+        if self.unmatched:
+            shown = ", ".join(self.unmatched[:5]) + (" ..." if len(self.unmatched) > 5 else "")
+            out.append(f"skipped {len(self.unmatched)} audio files whose names match no corpus: {shown}")
+        for group in self.duplicates:
+            out.append(f"identical audio, kept on one side of every split: {' = '.join(group)}")
+        return out
+
+
+def parse_ravdess_name(stem: str) -> dict | str | None:
+    """Fields of a RAVDESS file name, the reason it is left out (e.g. "RAVDESS song"), or None if not RAVDESS."""
+    m = RAVDESS_NAME.match(stem)
+    if not m:
+        return None
+    modality, channel, emotion, intensity, statement, repetition, actor = m.groups()
+    if channel != RAVDESS_SPEECH:
+        return "RAVDESS song clips (they repeat the speech statements)"
+    if modality != RAVDESS_AUDIO_ONLY:
+        return "RAVDESS audio-visual clips (same performances as the audio-only ones)"
+    actor_n = int(actor)
+    return {
+        "corpus": "ravdess",
+        "speaker": f"ravdess-{actor_n:02d}",
+        "gender": "male" if actor_n % 2 else "female",
+        "emotion": EMOTIONS[int(emotion) - 1],
+        "intensity": "strong" if intensity == "02" else "normal",
+        "statement": int(statement),
+        "repetition": int(repetition),
+    }
+
+
+def parse_tess_name(stem: str) -> dict | None:
+    """Fields of a TESS file name (`OAF_back_ps`), or None if not TESS."""
+    m = TESS_NAME.match(stem)
+    if not m or m.group(3).lower() not in TESS_EMOTIONS:
+        return None
+    speaker = "OAF" if m.group(1).upper() == "OA" else m.group(1).upper()
+    return {
+        "corpus": "tess",
+        "speaker": f"tess-{speaker}",
+        "gender": "female",
+        "emotion": TESS_EMOTIONS[m.group(3).lower()],
+        "word": m.group(2).lower(),
+    }
+
+
+def audio_files(data_dir: Path) -> list[Path]:
+    """Every file under data_dir with an audio extension, sorted, hidden folders (caches) excluded."""
+    found = []
+    for root, dirs, files in os.walk(data_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root, f) for f in sorted(files) if Path(f).suffix.lower() in AUDIO_EXTENSIONS]
+    return found
+
+
+def duplicate_groups(paths: list[Path]) -> list[list[Path]]:
+    """Groups of byte-identical files. Only files that share a size are hashed."""
+    by_size = defaultdict(list)
+    for p in paths:
+        by_size[p.stat().st_size].append(p)
+    groups = []
+    for same_size in by_size.values():
+        if len(same_size) < 2:
+            continue
+        by_hash = defaultdict(list)
+        for p in same_size:
+            with open(p, "rb") as f:
+                by_hash[hashlib.file_digest(f, "sha256").hexdigest()].append(p)
+        groups += [g for g in by_hash.values() if len(g) > 1]
+    return groups
+
+
+def index_corpus(data_dir: str | Path) -> tuple[pd.DataFrame, IndexSummary]:
+    """Find and label every RAVDESS and TESS clip under data_dir, by file name alone.
+
+    Returns one row per clip with columns path (absolute), relpath (to data_dir), corpus,
+    speaker (corpus-qualified: ravdess-07, tess-OAF), gender, emotion, group (equal for
+    byte-identical files, so that splits can keep them together), and the corpus fields
+    intensity, statement, repetition (RAVDESS) and word (TESS), missing elsewhere.
+    Raises CorpusError if data_dir holds no clip.
+    """
+    data_dir = Path(data_dir).resolve()
+    if not data_dir.is_dir():
+        raise CorpusError(f"no corpus found: {data_dir} is not a folder. Put RAVDESS and/or TESS there "
+                          f"(see README, 'Getting the corpora') or pass --data-dir")
+    summary = IndexSummary()
+    rows = []
+    for path in audio_files(data_dir):
+        fields = parse_ravdess_name(path.stem) or parse_tess_name(path.stem)
+        if isinstance(fields, str):
+            summary.excluded[fields] = summary.excluded.get(fields, 0) + 1
+        elif fields is None:
+            summary.unmatched.append(str(path.relative_to(data_dir)))
+        else:
+            rows.append({"path": str(path), "relpath": str(path.relative_to(data_dir)), **fields})
+    if not rows:
+        raise CorpusError(f"no RAVDESS or TESS clips found under {data_dir}. Put the corpora there "
+                          f"(see README, 'Getting the corpora') or pass --data-dir")
+    clips = pd.DataFrame(rows)
+    clips["group"] = clips["relpath"]
+    for group in duplicate_groups([Path(p) for p in clips["path"]]):
+        members = sorted(str(p.relative_to(data_dir)) for p in group)
+        clips.loc[clips["relpath"].isin(members), "group"] = members[0]
+        summary.duplicates.append(members)
+    columns = ["path", "relpath", "corpus", "speaker", "gender", "emotion", "group",
+               "intensity", "statement", "repetition", "word"]
+    return clips.reindex(columns=columns), summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio
+
+
+def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Decode a file that libsndfile reads (detected by content, not extension) as mono float32 at sample_rate.
+
+    Channels are averaged; other rates are resampled with soxr. Raises SkipClip("unreadable"),
+    SkipClip("empty") or SkipClip("non-finite").
+    """
+    try:
+        y, sr = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        raise SkipClip("unreadable") from None
+    if y.size == 0:
+        raise SkipClip("empty")
+    if not np.isfinite(y).all():
+        raise SkipClip("non-finite")
+    return resample(y.mean(axis=1), sr, sample_rate)
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """y (n,) at orig_sr Hz as float32 at target_sr Hz (soxr, high quality)."""
+    if orig_sr == target_sr:
+        return y.astype(np.float32, copy=False)
+    return librosa.resample(y, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq").astype(np.float32)
+
+
+def peak_normalise(y: np.ndarray) -> np.ndarray:
+    """y scaled to a peak of 1. Raises SkipClip("silent") below SILENCE_PEAK."""
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    if peak < SILENCE_PEAK:
+        raise SkipClip("silent")
+    return y / peak
+
+
+def fix_length(y: np.ndarray, n: int) -> np.ndarray:
+    """The centre n samples of y, or y centred in n samples of zeros if shorter."""
+    if len(y) >= n:
+        start = (len(y) - n) // 2
+        return y[start:start + n]
+    out = np.zeros(n, dtype=y.dtype)
+    start = (n - len(y)) // 2
+    out[start:start + len(y)] = y
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# MFCC
+
+
+@functools.lru_cache(maxsize=8)
+def mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """librosa's mel filterbank (n_mels, 1 + n_fft // 2). Cached: building it costs as much as an MFCC."""
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+
+
+def mfcc_sequence(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """MFCCs of y (n,) at config.sample_rate, as (frames, n_mfcc) float32.
+
+    Equal to `librosa.feature.mfcc(y=y, sr=..., n_mfcc=..., n_fft=..., hop_length=...)` transposed,
+    with the mel filterbank cached across calls.
+    """
+    power = np.abs(librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length)) ** 2
+    log_mel = librosa.power_to_db(mel_basis(config.sample_rate, config.n_fft, config.n_mels) @ power)
+    return librosa.feature.mfcc(S=log_mel, n_mfcc=config.n_mfcc).T.astype(np.float32)
+
+
+def waveform_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Model input (frames, n_mfcc) for a mono waveform already at config.sample_rate.
+
+    Peak-normalises, fixes the length to config.window_s, takes MFCCs. Raises SkipClip("silent").
+    """
+    return mfcc_sequence(fix_length(peak_normalise(y), config.n_samples), config)
+
+
+def clip_features(path: str | Path, config: FeatureConfig) -> np.ndarray:
+    """Model input (frames, n_mfcc) for one audio file. Raises SkipClip with the reason."""
+    return waveform_features(load_audio(path, config.sample_rate), config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction and cache
+
+
+@dataclass
+class FeatureSet:
+    """Features of the clips that could be read, aligned with their index rows."""
+
+    X: np.ndarray  # (n_clips, frames, n_mfcc) float32
+    clips: pd.DataFrame  # the index rows of X, in order
+    skipped: pd.DataFrame  # columns path, reason: clips that gave no features
+    n_extracted: int  # clips computed in this call; the rest came from the cache
+
+    def skip_line(self) -> str | None:
+        if self.skipped.empty:
+            return None
+        counts = self.skipped["reason"].value_counts()
+        names = ", ".join(Path(p).name for p in self.skipped["path"][:5])
+        more = " ..." if len(self.skipped) > 5 else ""
+        return (f"skipped {len(self.skipped)} clips (" + ", ".join(f"{n} {r}" for r, n in counts.items())
+                + f"): {names}{more}")
+
+
+@contextmanager
+def atomic_output(path: str | Path):
+    """Yield a temporary path beside `path` to write; on success it replaces `path` in one rename."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # same suffix: Keras checks it
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def file_key(path: str | Path) -> str:
+    """Identity of a file for the cache: path, size and modification time."""
+    st = os.stat(path)
+    return f"{path}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _features_or_reason(path: str, config: FeatureConfig) -> np.ndarray | str:
+    try:
+        return clip_features(path, config)
+    except SkipClip as skip:
+        return str(skip)
+
+
+def read_cache(cache_file: Path, config: FeatureConfig) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(features by file key, skip reason by file key) from a cache file; empty if missing or corrupt."""
+    if not cache_file.exists():
+        return {}, {}
+    try:
+        with np.load(cache_file, allow_pickle=False) as z:
+            keys, X = z["keys"], z["features"]
+            skip_keys, reasons = z["skip_keys"], z["skip_reasons"]
+            if X.shape[1:] != config.shape or len(keys) != len(X) or len(skip_keys) != len(reasons):
+                raise ValueError("shapes do not match its config")
+            return dict(zip(keys.tolist(), X)), dict(zip(skip_keys.tolist(), reasons.tolist()))
+    except Exception as e:  # noqa: BLE001 - any failure to read means the same thing: rebuild
+        log.warning(f"feature cache {cache_file} is unreadable ({type(e).__name__}: {e}); rebuilding it")
+        return {}, {}
+
+
+def write_cache(cache_file: Path, config: FeatureConfig, features: dict[str, np.ndarray],
+                skips: dict[str, str]) -> None:
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    X = np.stack(list(features.values())) if features else np.zeros((0, *config.shape), np.float32)
+    with atomic_output(cache_file) as tmp, open(tmp, "wb") as f:
+        np.savez(f, keys=np.array(list(features), dtype=str), features=X,
+                 skip_keys=np.array(list(skips), dtype=str), skip_reasons=np.array(list(skips.values()), dtype=str))
+
+
+def load_features(clips: pd.DataFrame, config: FeatureConfig, cache_dir: str | Path | None = "cache",
+                  workers: int | None = None) -> FeatureSet:
+    """Features of every clip in an index table, from the cache where it has them.
+
+    The cache is one .npz per config digest in cache_dir (None: no cache), keyed by each file's
+    path, size and mtime, so edited files are recomputed and a second run extracts nothing.
+    Missing clips are extracted on `workers` threads (default: all cores) with a progress bar.
+    """
+    cache_file = Path(cache_dir) / f"mfcc-{config.digest()}.npz" if cache_dir is not None else None
+    cached, cached_skips = read_cache(cache_file, config) if cache_file else ({}, {})
+    keys = [file_key(p) for p in clips["path"]]
+    todo = [(k, p) for k, p in zip(keys, clips["path"]) if k not in cached and k not in cached_skips]
+    if todo:
+        # Each thread runs its own FFTs; a multi-threaded BLAS underneath only fights them for cores.
+        with threadpool_limits(1), ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+            results = pool.map(_features_or_reason, [p for _, p in todo], [config] * len(todo))
+            for (key, _), result in tqdm(zip(todo, results), total=len(todo), desc="MFCC", unit="clip",
+                                         disable=None):
+                if isinstance(result, str):
+                    cached_skips[key] = result
+                else:
+                    cached[key] = result
+        if cache_file:
+            write_cache(cache_file, config, cached, cached_skips)
+    ok = np.array([k in cached for k in keys], dtype=bool)
+    X = np.stack([cached[k] for k in keys if k in cached]) if ok.any() else np.zeros((0, *config.shape), np.float32)
+    skipped = pd.DataFrame({"path": clips["path"][~ok].tolist(),
+                            "reason": [cached_skips[k] for k, good in zip(keys, ok) if not good]})
+    return FeatureSet(X=X, clips=clips[ok].reset_index(drop=True), skipped=skipped, n_extracted=len(todo))

@@ -1,0 +1,128 @@
+"""The Keras models, and the model directory that carries one with everything needed to use it again.
+
+A model directory holds `model.keras` and `metadata.json` (labels in output order, the
+FeatureConfig, the split, training options, library versions). `save_model_dir` writes it
+atomically; `load_model_dir` reads it back with Keras' safe mode on.
+"""
+import os
+
+# TensorFlow only stays quiet if both are set before it is first imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import layers  # noqa: E402
+
+from features import FeatureConfig  # noqa: E402
+
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+
+
+def build_seed_cnn(input_shape: tuple[int, int], n_classes: int,
+                   normalizer: layers.Normalization | None = None) -> keras.Model:
+    """The reference 1D CNN over (frames, coefficients) MFCC sequences, compiled with Adam.
+
+    `normalizer`, an adapted Normalization layer, standardises each coefficient inside the
+    model so the training statistics travel with it.
+    """
+    model = keras.Sequential([
+        keras.Input(shape=input_shape),
+        *([normalizer] if normalizer is not None else []),
+        layers.Conv1D(64, 5),
+        layers.ReLU(),
+        layers.MaxPooling1D(2),
+        layers.Dropout(0.3),
+        layers.Conv1D(128, 5),
+        layers.ReLU(),
+        layers.MaxPooling1D(2),
+        layers.Dropout(0.3),
+        layers.Flatten(),
+        layers.Dense(64, activation="relu"),
+        layers.Dense(n_classes, activation="softmax"),
+    ], name="seed_cnn")
+    model.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def feature_normalizer(X_train: np.ndarray) -> layers.Normalization:
+    """A Normalization layer holding the per-coefficient mean and variance of X_train (n, frames, coefs)."""
+    normalizer = layers.Normalization(axis=-1, name="standardise")
+    normalizer.adapt(X_train)
+    return normalizer
+
+
+class ModelDirError(Exception):
+    """A model directory that is missing, incomplete or unreadable."""
+
+
+@dataclass
+class SavedModel:
+    model: keras.Model
+    metadata: dict
+    labels: list[str]
+    config: FeatureConfig
+
+
+def save_model_dir(model_dir: str | Path, model: keras.Model, metadata: dict, extra_files: dict | None = None,
+                   overwrite: bool = False) -> Path:
+    """Write model.keras, metadata.json and extra_files ({name: writer(path)}) as one directory.
+
+    Everything is written into a hidden sibling folder first and renamed into place, so a
+    crash never leaves a half-written model dir. Raises FileExistsError for an existing dir
+    unless overwrite.
+    """
+    model_dir = Path(model_dir)
+    if model_dir.exists() and not overwrite:
+        raise FileExistsError(f"{model_dir} already exists; pass --overwrite to replace it")
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = model_dir.with_name(f".{model_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        model.save(staging / MODEL_FILE)
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+        for name, write in (extra_files or {}).items():
+            write(staging / name)
+        if model_dir.exists():
+            retired = model_dir.with_name(f".{model_dir.name}.old-{os.getpid()}")
+            model_dir.rename(retired)
+            staging.rename(model_dir)
+            shutil.rmtree(retired)
+        else:
+            staging.rename(model_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return model_dir
+
+
+def load_model_dir(model_dir: str | Path) -> SavedModel:
+    """The model and metadata saved by train_model.py. Raises ModelDirError with a one-line reason."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelDirError(f"no model directory at {model_dir}; train one with train_model.py "
+                            f"or pass --model-dir")
+    try:
+        metadata = json.loads((model_dir / METADATA_FILE).read_text())
+        labels = list(metadata["labels"])
+        config = FeatureConfig.from_dict(metadata["feature_config"])
+    except FileNotFoundError:
+        raise ModelDirError(f"{model_dir} has no {METADATA_FILE}; it is not a model dir from train_model.py") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelDirError(f"{model_dir / METADATA_FILE} is broken ({type(e).__name__}: {e})") from None
+    try:
+        model = keras.saving.load_model(model_dir / MODEL_FILE, safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - Keras raises many kinds for a bad file
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelDirError(f"cannot load {model_dir / MODEL_FILE}: {reason[:200]}") from None
+    if model.output_shape[-1] != len(labels) or tuple(model.input_shape[1:]) != config.shape:
+        raise ModelDirError(f"{model_dir}: model shapes {model.input_shape} -> {model.output_shape} "
+                            f"do not match its metadata ({len(labels)} labels, features {config.shape})")
+    return SavedModel(model=model, metadata=metadata, labels=labels, config=config)

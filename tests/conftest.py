@@ -1,0 +1,55 @@
+"""Shared fixtures: the real corpora beside the checkout, and small corpora built from them."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
+DATASETS = SHARED / "datasets"
+ORIGINALS = SHARED / "audio-originals"
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    if not (DATASETS / "ravdess").is_dir() or not (DATASETS / "tess").is_dir():
+        pytest.skip(f"the shared corpora are not at {DATASETS}")
+    return DATASETS
+
+
+@pytest.fixture(scope="session")
+def originals() -> Path:
+    if not ORIGINALS.is_dir():
+        pytest.skip(f"the shared original files are not at {ORIGINALS}")
+    return ORIGINALS
+
+
+def link_subset(datasets: Path, target: Path, actors=(1, 2, 21, 22, 23, 24), tess_per_folder=8) -> Path:
+    """A corpus folder of symlinks: all clips of some RAVDESS actors and a few clips of every TESS folder."""
+    for actor in actors:
+        src = datasets / "ravdess" / f"Actor_{actor:02d}"
+        dst = target / "ravdess" / src.name
+        dst.mkdir(parents=True)
+        for f in sorted(src.iterdir()):
+            (dst / f.name).symlink_to(f)
+    for folder in sorted((datasets / "tess").iterdir()):
+        dst = target / "tess" / folder.name
+        dst.mkdir(parents=True)
+        for f in sorted(folder.iterdir())[:tess_per_folder]:
+            (dst / f.name).symlink_to(f)
+    return target
+
+
+@pytest.fixture(scope="session")
+def small_corpus(datasets, tmp_path_factory) -> Path:
+    return link_subset(datasets, tmp_path_factory.mktemp("small-corpus"))
+
+
+def run_script(*args, env_extra=None, timeout=600):
+    """Run one of the project's scripts as a user would; returns the CompletedProcess."""
+    import subprocess
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          env=env, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -1,0 +1,217 @@
+"""Indexing, audio loading, MFCC extraction and the feature cache, on the real corpora."""
+import dataclasses
+import json
+import os
+import shutil
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+
+import features as F
+from features import EMOTIONS, FeatureConfig
+
+CONFIG = FeatureConfig()
+
+
+@pytest.fixture(scope="module")
+def index(datasets):
+    return F.index_corpus(datasets)
+
+
+def test_index_finds_every_clip_of_both_corpora(index):
+    clips, summary = index
+    assert clips["corpus"].value_counts().to_dict() == {"tess": 2800, "ravdess": 1440}
+    assert summary.unmatched == [] and summary.excluded == {}
+    assert clips["path"].is_unique
+
+
+def test_index_labels_every_ravdess_emotion_code(index):
+    clips, _ = index
+    ravdess = clips[clips["corpus"] == "ravdess"]
+    codes = ravdess["relpath"].str.extract(r"03-01-(\d\d)-(\d\d)-\d\d-\d\d-(\d\d)\.flac$")
+    assert not codes.isna().any().any()
+    assert (ravdess["emotion"] == [EMOTIONS[int(c) - 1] for c in codes[0]]).all()
+    assert set(ravdess["emotion"]) == set(EMOTIONS)
+    assert ravdess["emotion"].value_counts()["neutral"] == 96  # neutral has no strong intensity
+    assert (ravdess["intensity"] == np.where(codes[1] == "02", "strong", "normal")).all()
+    assert (ravdess["speaker"] == "ravdess-" + codes[2]).all()
+    assert (ravdess["gender"] == np.where(codes[2].astype(int) % 2 == 1, "male", "female")).all()
+    assert ravdess["speaker"].nunique() == 24
+
+
+def test_index_labels_every_tess_folder(index):
+    clips, _ = index
+    tess = clips[clips["corpus"] == "tess"]
+    folder_emotion = {"angry": "angry", "disgust": "disgust", "fear": "fearful", "happy": "happy",
+                      "neutral": "neutral", "pleasant_surprise": "surprised", "sad": "sad"}
+    folders = tess["relpath"].str.extract(r"^tess/(OAF|YAF)_([a-z_]+)/")
+    assert set(folders[1]) == set(folder_emotion)
+    assert (tess["emotion"] == folders[1].map(folder_emotion)).all()
+    assert (tess["speaker"] == "tess-" + folders[0]).all()
+    assert "calm" not in set(tess["emotion"])
+    assert tess.groupby(["speaker", "emotion"]).size().eq(200).all()
+    typo = tess[tess["relpath"].str.endswith("OA_bite_neutral.flac")]
+    assert typo[["speaker", "emotion", "word"]].values.tolist() == [["tess-OAF", "neutral", "bite"]]
+
+
+def test_identical_ravdess_pair_is_reported_and_grouped(index):
+    clips, summary = index
+    pair = ["ravdess/Actor_07/03-01-03-01-02-01-07.flac", "ravdess/Actor_07/03-01-03-01-02-02-07.flac"]
+    assert pair in summary.duplicates
+    assert clips.loc[clips["relpath"].isin(pair), "group"].nunique() == 1
+    assert clips["group"].nunique() == len(clips) - 1
+
+
+def test_index_leaves_out_song_video_and_unknown_names(datasets, tmp_path):
+    clip = datasets / "ravdess" / "Actor_01" / "03-01-05-01-01-01-01.flac"
+    for name in ["03-01-05-01-01-01-01.flac", "03-02-05-01-01-01-01.flac", "01-01-05-01-01-01-01.flac",
+                 "02-01-05-01-01-01-01.wav", "holiday.wav", "YAF_dog_bored.wav"]:
+        shutil.copy(clip, tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not audio")
+    clips, summary = F.index_corpus(tmp_path)
+    assert clips["relpath"].tolist() == ["03-01-05-01-01-01-01.flac"]
+    assert sum(summary.excluded.values()) == 3
+    assert any("song" in reason for reason in summary.excluded)
+    assert sorted(summary.unmatched) == ["YAF_dog_bored.wav", "holiday.wav"]
+    assert any("2 audio files" in line for line in summary.lines())
+
+
+def test_no_corpus_is_a_clear_error(tmp_path):
+    with pytest.raises(F.CorpusError, match="no RAVDESS or TESS clips found under"):
+        F.index_corpus(tmp_path)
+    with pytest.raises(F.CorpusError, match="is not a folder"):
+        F.index_corpus(tmp_path / "missing")
+
+
+def test_odd_real_files_load_as_mono_at_the_model_rate(datasets, originals):
+    cases = {
+        originals / "ravdess" / "03-01-02-01-01-02-01.wav": (48000, 2),  # stereo
+        originals / "tess" / "OAF_food_fear.wav": (96000, 1),
+        datasets / "tess" / "YAF_angry" / "YAF_germ_angry.wav": (24414, 1),  # AIFF data named .wav
+        datasets / "tess" / "OAF_angry" / "OAF_back_angry.wav": (44100, 1),  # float, peaks above 1
+        originals / "tess" / "OA_bite_neutral.wav": (24414, 1),
+    }
+    for path, (rate, channels) in cases.items():
+        info = sf.info(path)
+        assert (info.samplerate, info.channels) == (rate, channels), path
+        y = F.load_audio(path, CONFIG.sample_rate)
+        assert y.ndim == 1 and y.dtype == np.float32
+        assert abs(len(y) - info.duration * CONFIG.sample_rate) <= 2, path
+        assert F.clip_features(path, CONFIG).shape == CONFIG.shape
+    assert sf.info(datasets / "tess" / "YAF_angry" / "YAF_germ_angry.wav").format == "AIFF"
+
+
+def test_resampled_original_matches_the_shared_22khz_copy(datasets, originals):
+    """Our 48 kHz -> 22,050 Hz path gives the features of the corpus copy sox resampled."""
+    ours = F.clip_features(originals / "ravdess" / "03-01-05-01-01-01-01.wav", CONFIG)
+    theirs = F.clip_features(datasets / "ravdess" / "Actor_01" / "03-01-05-01-01-01-01.flac", CONFIG)
+    assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] > 0.999
+    assert np.abs(ours - theirs).max() < 0.05 * np.abs(theirs).max()
+
+
+def write_bad_files(folder):
+    """One synthetic file for each skip reason, with RAVDESS names so the index keeps them."""
+    rate = 22050
+    folder.mkdir(parents=True, exist_ok=True)
+    bad = {
+        "03-01-01-01-01-01-01.wav": "unreadable",  # zero bytes
+        "03-01-02-01-01-01-01.wav": "unreadable",  # a WAV header cut short
+        "03-01-03-01-01-01-01.wav": "unreadable",  # text named .wav
+        "03-01-04-01-01-01-01.wav": "empty",  # a valid WAV with no frames
+        "03-01-05-01-01-01-01.wav": "silent",
+        "03-01-06-01-01-01-01.wav": "non-finite",
+    }
+    (folder / "03-01-01-01-01-01-01.wav").write_bytes(b"")
+    tone = (0.5 * np.sin(2 * np.pi * 220 * np.arange(rate) / rate)).astype(np.float32)
+    sf.write(folder / "whole.wav", tone, rate)
+    (folder / "03-01-02-01-01-01-01.wav").write_bytes((folder / "whole.wav").read_bytes()[:30])
+    (folder / "whole.wav").unlink()
+    (folder / "03-01-03-01-01-01-01.wav").write_text("this is not audio\n" * 100)
+    sf.write(folder / "03-01-04-01-01-01-01.wav", np.zeros(0, np.float32), rate)
+    sf.write(folder / "03-01-05-01-01-01-01.wav", np.zeros(rate, np.float32), rate, subtype="PCM_16")
+    nan = tone.copy()
+    nan[100] = np.nan
+    sf.write(folder / "03-01-06-01-01-01-01.wav", nan, rate, subtype="FLOAT")
+    sf.write(folder / "03-01-07-01-01-01-01.wav", tone, rate)  # the one good file
+    return bad
+
+
+def test_bad_files_are_named_counted_skips(tmp_path):
+    bad = write_bad_files(tmp_path / "corpus")
+    clips, _ = F.index_corpus(tmp_path / "corpus")
+    assert len(clips) == 7
+    result = F.load_features(clips, CONFIG, cache_dir=tmp_path / "cache")
+    assert result.clips["relpath"].tolist() == ["03-01-07-01-01-01-01.wav"]
+    assert result.X.shape == (1, *CONFIG.shape)
+    got = {os.path.basename(p): r for p, r in zip(result.skipped["path"], result.skipped["reason"])}
+    assert got == bad
+    assert result.skip_line().startswith("skipped 6 clips (3 unreadable, ")
+    for path, reason in bad.items():
+        with pytest.raises(F.SkipClip, match=f"^{reason}$"):
+            F.clip_features(tmp_path / "corpus" / path, CONFIG)
+    # Skips are cached too: a second run reads nothing again.
+    assert F.load_features(clips, CONFIG, cache_dir=tmp_path / "cache").n_extracted == 0
+
+
+def test_feature_shape_and_config_round_trip():
+    assert CONFIG.shape == (130, 13)  # 3 s at 22,050 Hz, hop 512
+    saved = json.loads(json.dumps(CONFIG.to_dict()))
+    assert FeatureConfig.from_dict(saved) == CONFIG
+    assert FeatureConfig.from_dict(saved).digest() == CONFIG.digest()
+    assert FeatureConfig(window_s=2.0).digest() != CONFIG.digest()
+    assert FeatureConfig(window_s=2.0).shape == (87, 13)
+    with pytest.raises(ValueError, match="unknown feature config keys"):
+        FeatureConfig.from_dict({**saved, "n_chroma": 12})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        CONFIG.n_mfcc = 20
+
+
+def test_mfcc_equals_librosa_reference(datasets):
+    y = F.fix_length(F.peak_normalise(F.load_audio(datasets / "tess/YAF_happy/YAF_dog_happy.flac", 22050)),
+                     CONFIG.n_samples)
+    reference = librosa.feature.mfcc(y=y, sr=22050, n_mfcc=13, n_fft=2048, hop_length=512).T
+    ours = F.mfcc_sequence(y, CONFIG)
+    assert ours.shape == CONFIG.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-3)
+
+
+def test_waveform_is_peak_normalised_and_centred():
+    y = np.arange(1, 11, dtype=np.float32)
+    assert F.fix_length(y, 4).tolist() == [4, 5, 6, 7]
+    assert F.fix_length(y[:3], 7).tolist() == [0, 0, 1, 2, 3, 0, 0]
+    assert F.peak_normalise(-2 * y).min() == -1.0
+    loud, quiet = np.sin(np.linspace(0, 300, 22050)), 0.01 * np.sin(np.linspace(0, 300, 22050))
+    np.testing.assert_allclose(F.waveform_features(loud, CONFIG), F.waveform_features(quiet, CONFIG), atol=1e-3)
+
+
+def test_cache_hit_on_second_run_and_recompute_on_change(small_corpus, tmp_path):
+    clips, _ = F.index_corpus(small_corpus)
+    clips = clips.head(40)
+    first = F.load_features(clips, CONFIG, cache_dir=tmp_path)
+    assert first.n_extracted == 40
+    second = F.load_features(clips, CONFIG, cache_dir=tmp_path)
+    assert second.n_extracted == 0
+    np.testing.assert_array_equal(first.X, second.X)
+    target = tmp_path / "copy"
+    shutil.copytree(small_corpus / "ravdess" / "Actor_01", target / "Actor_01")
+    copied, _ = F.index_corpus(target)
+    assert F.load_features(copied.head(5), CONFIG, cache_dir=tmp_path).n_extracted == 5
+    assert F.load_features(copied.head(5), CONFIG, cache_dir=tmp_path).n_extracted == 0
+    os.utime(copied["path"][0], ns=(10**9, 10**9))
+    assert F.load_features(copied.head(5), CONFIG, cache_dir=tmp_path).n_extracted == 1
+    assert F.load_features(clips, FeatureConfig(n_mfcc=20), cache_dir=tmp_path).n_extracted == 40
+
+
+def test_corrupt_cache_is_rebuilt(small_corpus, tmp_path, caplog):
+    clips, _ = F.index_corpus(small_corpus)
+    clips = clips.head(10)
+    good = F.load_features(clips, CONFIG, cache_dir=tmp_path)
+    (cache_file,) = tmp_path.glob("mfcc-*.npz")
+    cache_file.write_bytes(cache_file.read_bytes()[:5000])
+    rebuilt = F.load_features(clips, CONFIG, cache_dir=tmp_path)
+    assert rebuilt.n_extracted == 10
+    assert "unreadable" in caplog.text and "rebuilding" in caplog.text
+    np.testing.assert_array_equal(good.X, rebuilt.X)
+    assert F.load_features(clips, CONFIG, cache_dir=tmp_path).n_extracted == 0

@@ -1,0 +1,191 @@
+"""Splits, a short real training run with every artifact, evaluation, and the scripts' one-line errors."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import features as F
+import test_model
+import train_model
+from conftest import run_script
+
+# ---------------------------------------------------------------------------------------------
+# Splits
+
+
+@pytest.fixture(scope="module")
+def clips(datasets):
+    return F.index_corpus(datasets)[0]
+
+
+def test_random_split_is_stratified_reproducible_and_keeps_duplicates_together(clips):
+    side = train_model.random_split(clips, seed=0)
+    assert np.array_equal(side, train_model.random_split(clips, seed=0))
+    assert not np.array_equal(side, train_model.random_split(clips, seed=1))
+    shares = pd.Series(side).value_counts(normalize=True)
+    assert abs(shares["test"] - 0.2) < 0.01 and abs(shares["val"] - 0.1) < 0.01
+    by_class = pd.crosstab(clips["corpus"] + clips["emotion"], side, normalize="index")
+    assert by_class["test"].between(0.17, 0.23).all()
+    assert (pd.Series(side).groupby(clips["group"].to_numpy()).nunique() == 1).all()
+
+
+def test_speaker_split_holds_out_whole_speakers(clips):
+    side = train_model.speaker_split(clips, list(train_model.DEFAULT_TEST_SPEAKERS), seed=0)
+    assert sorted(clips.loc[side == "test", "speaker"].unique()) == list(train_model.DEFAULT_TEST_SPEAKERS)
+    val = clips[side == "val"].drop_duplicates("speaker")
+    assert len(val) == 2 and set(val["gender"]) == {"male", "female"} and set(val["corpus"]) == {"ravdess"}
+    assert {"tess-OAF", "tess-YAF"} <= set(clips.loc[side == "train", "speaker"])
+    assert np.array_equal(side, train_model.speaker_split(clips, list(train_model.DEFAULT_TEST_SPEAKERS), 0))
+
+
+def test_no_speaker_on_two_sides_for_random_fold_choices(clips):
+    rng = np.random.default_rng(0)
+    ravdess = sorted(clips.loc[clips["corpus"] == "ravdess", "speaker"].unique())
+    for trial in range(25):
+        test = list(rng.choice(ravdess, size=rng.integers(1, 8), replace=False))
+        side = train_model.speaker_split(clips, test, seed=trial)
+        sides_per_speaker = pd.Series(side).groupby(clips["speaker"].to_numpy()).nunique()
+        assert (sides_per_speaker == 1).all(), test
+        assert set(clips.loc[side == "test", "speaker"]) == set(test)
+        assert (pd.Series(side).groupby(clips["group"].to_numpy()).nunique() == 1).all()
+
+
+def test_speaker_split_rejects_unknown_speakers(clips):
+    with pytest.raises(train_model.SplitError, match="ravdess-99"):
+        train_model.speaker_split(clips, ["ravdess-99"], seed=0)
+    assert train_model.parse_speakers("1, 22,tess-OAF") == ["ravdess-01", "ravdess-22", "tess-OAF"]
+
+
+def test_identical_files_move_to_the_side_furthest_from_training():
+    side = train_model.keep_groups_together(np.array(["train", "test", "val", "train"]),
+                                            pd.Series(["a", "a", "b", "c"]))
+    assert side.tolist() == ["test", "test", "val", "train"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A short real training run, then its evaluation
+
+
+@pytest.fixture(scope="module")
+def trained(small_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models")
+    model_dir = train_model.main(["--data-dir", str(small_corpus), "--model-dir", str(out / "m"), "--epochs", "2",
+                                  "--cache-dir", str(out / "cache"), "--split", "speaker"])
+    return model_dir, out / "cache"
+
+
+def test_short_train_writes_every_artifact(trained, small_corpus):
+    model_dir, _ = trained
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "history.csv", "metadata.json", "model.keras", "training_curves.png"]
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    assert meta["labels"] == list(F.EMOTIONS)
+    assert F.FeatureConfig.from_dict(meta["feature_config"]) == F.FeatureConfig()
+    split = meta["split"]
+    assert split["method"] == "speaker" and split["test_speakers"] == list(train_model.DEFAULT_TEST_SPEAKERS)
+    n_clips = len(F.index_corpus(small_corpus)[0])
+    assert len(split["train"]) + len(split["val"]) + len(split["test"]) == n_clips
+    assert not set(split["train"]) & set(split["test"])
+    assert meta["training"]["epochs"] == 2 and meta["training"]["best_epoch"] in (1, 2)
+    assert 0 <= meta["validation"]["accuracy"] <= 1
+    assert {"keras", "librosa", "numpy", "python"} <= set(meta["versions"])
+    history = pd.read_csv(model_dir / "history.csv")
+    assert list(history["epoch"]) == [1, 2] and {"loss", "val_accuracy"} <= set(history.columns)
+    assert (model_dir / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(model_dir.parent.glob(".m.*")), "staging folders left behind"
+
+
+def test_test_model_evaluates_the_saved_test_split(trained):
+    model_dir, cache = trained
+    evaluation = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(cache)])
+    saved = json.loads((model_dir / "evaluation.json").read_text())
+    assert saved == evaluation
+    assert set(saved) == {"accuracy", "macro_f1", "uar", "n", "per_class", "per_corpus", "confusion_matrix",
+                          "labels"}
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    assert saved["n"] == len(meta["split"]["test"]) == 240  # four actors, 60 clips each
+    assert list(saved["per_corpus"]) == ["ravdess"]
+    assert np.array(saved["confusion_matrix"]).sum() == 240
+    assert saved["labels"] == list(F.EMOTIONS) and list(saved["per_class"]) == list(F.EMOTIONS)
+    assert (model_dir / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_test_model_on_another_folder_keeps_known_labels(trained, datasets, tmp_path):
+    model_dir, cache = trained
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for f in sorted((datasets / "tess" / "YAF_sad").iterdir())[:6] + sorted((datasets / "ravdess" / "Actor_03").iterdir())[:6]:
+        (folder / f.name).symlink_to(f)
+    evaluation = test_model.main(["--model-dir", str(model_dir), "--data-dir", str(folder), "--cache-dir", str(cache)])
+    assert evaluation["n"] == 12 and set(evaluation["per_corpus"]) == {"ravdess", "tess"}
+    assert evaluation["per_corpus"]["tess"]["n"] == 6
+
+
+def test_metrics_average_over_present_classes():
+    s = test_model.scores(np.array([0, 0, 2, 2]), np.array([0, 1, 2, 2]))
+    assert s == {"accuracy": 0.75, "macro_f1": pytest.approx((2 / 3 + 1) / 2), "uar": 0.75, "n": 4}
+
+
+def test_existing_model_dir_is_kept_without_overwrite(trained, small_corpus, tmp_path):
+    model_dir, cache = trained
+    before = (model_dir / "model.keras").read_bytes()
+    result = run_script("train_model.py", "--data-dir", small_corpus, "--model-dir", model_dir, "--epochs", "1",
+                        "--cache-dir", cache)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"error: {model_dir} already exists; pass --overwrite to replace it"]
+    assert (model_dir / "model.keras").read_bytes() == before
+
+
+def test_overwrite_replaces_the_model_dir(small_corpus, tmp_path):
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    (model_dir / "old.txt").write_text("old")
+    train_model.main(["--data-dir", str(small_corpus), "--model-dir", str(model_dir), "--epochs", "1",
+                      "--cache-dir", str(tmp_path / "cache"), "--overwrite"])
+    assert not (model_dir / "old.txt").exists() and (model_dir / "model.keras").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# What a user sees when something is wrong: one line, non-zero exit
+
+
+def test_train_without_corpus_says_where_it_looked(tmp_path):
+    result = run_script("train_model.py", "--data-dir", tmp_path / "nothing", "--model-dir", tmp_path / "m")
+    assert result.returncode != 0
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: no corpus found:") and str(tmp_path / "nothing") in line and "README" in line
+    assert result.stdout == ""
+
+
+def test_test_model_errors_for_missing_and_broken_model_dirs(trained, tmp_path):
+    result = run_script("test_model.py", "--model-dir", tmp_path / "none")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"error: no model directory at {tmp_path / 'none'}; "
+                                                  f"train one with train_model.py or pass --model-dir"]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in trained[0].iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "model.keras").write_bytes(b"PK\x03\x04 not really a zip")
+    result = run_script("test_model.py", "--model-dir", broken)
+    assert result.returncode != 0
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot load {broken / 'model.keras'}")
+    (broken / "metadata.json").write_text("{")
+    result = run_script("test_model.py", "--model-dir", broken)
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {broken / 'metadata.json'} is broken")
+
+
+# ---------------------------------------------------------------------------------------------
+# The seed's own claim, on the full shared corpora
+
+
+def test_default_model_beats_the_seed_claim_on_a_random_split(datasets, tmp_path):
+    model_dir = train_model.main(["--data-dir", str(datasets), "--model-dir", str(tmp_path / "full"),
+                                  "--cache-dir", str(tmp_path / "cache")])
+    evaluation = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(tmp_path / "cache")])
+    assert evaluation["n"] == 848
+    assert evaluation["accuracy"] >= 0.76

@@ -1,0 +1,222 @@
+"""Train the emotion CNN on RAVDESS + TESS MFCCs and save a model dir with everything needed to use it.
+
+    python train_model.py --data-dir ../shared/datasets --model-dir models/seed-cnn
+    python train_model.py --split speaker --test-speakers 21,22,23,24
+
+`--split random` (default) is the seed's protocol, a stratified 80/20 split over all clips.
+`--split speaker` holds out whole speakers, which is what a new voice meets. Validation is
+always carved from the training part and picks the best epoch; the test part is never seen.
+"""
+import argparse
+import logging
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+
+import features  # noqa: E402
+import model as models  # noqa: E402
+
+DEFAULT_TEST_SPEAKERS = ("ravdess-21", "ravdess-22", "ravdess-23", "ravdess-24")  # two male, two female
+TEST_FRACTION = 0.2
+VAL_FRACTION = 0.1  # of all clips, taken from the training part
+N_VAL_SPEAKERS = 2  # for --split speaker: one male and one female training speaker where possible
+
+
+class SplitError(ValueError):
+    """Split options that do not fit the data."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits: each returns one of "train", "val", "test" per index row.
+
+
+def random_split(clips: pd.DataFrame, seed: int) -> np.ndarray:
+    """80/10/10 split stratified by corpus and emotion; identical files move as one group."""
+    groups = clips.drop_duplicates("group")
+    strata = groups["corpus"] + "/" + groups["emotion"]
+    rest, test = train_test_split(groups.index, test_size=TEST_FRACTION, stratify=strata, random_state=seed)
+    train, val = train_test_split(rest, test_size=VAL_FRACTION / (1 - TEST_FRACTION), stratify=strata[rest],
+                                  random_state=seed)
+    side = pd.Series("train", index=groups["group"])
+    side[groups.loc[val, "group"]] = "val"
+    side[groups.loc[test, "group"]] = "test"
+    return side[clips["group"]].to_numpy()
+
+
+def speaker_split(clips: pd.DataFrame, test_speakers: list[str], seed: int) -> np.ndarray:
+    """Test on whole speakers; validate on N_VAL_SPEAKERS other speakers of the same corpus."""
+    known = sorted(clips["speaker"].unique())
+    missing = sorted(set(test_speakers) - set(known))
+    if missing:
+        raise SplitError(f"test speakers {missing} are not in the data; known speakers: {', '.join(known)}")
+    corpora = clips.loc[clips["speaker"].isin(test_speakers), "corpus"].unique()
+    candidates = (clips[clips["corpus"].isin(corpora) & ~clips["speaker"].isin(test_speakers)]
+                  .drop_duplicates("speaker").sample(frac=1, random_state=seed))
+    # One speaker per gender first, then whoever is left, until N_VAL_SPEAKERS.
+    ordered = pd.concat([candidates.drop_duplicates("gender"), candidates]).drop_duplicates("speaker")
+    val_speakers = ordered["speaker"].head(N_VAL_SPEAKERS).tolist()
+    side = np.where(clips["speaker"].isin(test_speakers), "test",
+                    np.where(clips["speaker"].isin(val_speakers), "val", "train"))
+    if not (side == "train").any() or not (side == "val").any():
+        raise SplitError("a speaker split needs speakers left for training and validation; "
+                         "choose fewer --test-speakers")
+    return keep_groups_together(side, clips["group"])
+
+
+def keep_groups_together(side: np.ndarray, groups: pd.Series) -> np.ndarray:
+    """Move every copy of an identical file to the side of its copy furthest from training."""
+    rank = {"train": 0, "val": 1, "test": 2}
+    worst = pd.Series([rank[s] for s in side]).groupby(groups.to_numpy()).transform("max")
+    return np.array(["train", "val", "test"])[worst.to_numpy()]
+
+
+def parse_speakers(text: str) -> list[str]:
+    """'21,22' -> ['ravdess-21', 'ravdess-22']; corpus-qualified names ('tess-OAF') pass through."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    return [f"ravdess-{int(s):02d}" if s.isdigit() else s for s in names]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+class KeepBestWeights(models.keras.callbacks.Callback):
+    """Restores, when training ends, the weights of the epoch with the highest val_accuracy."""
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_epoch, self.best_weights = -np.inf, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs["val_accuracy"] > self.best:
+            self.best, self.best_epoch, self.best_weights = logs["val_accuracy"], epoch + 1, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        self.model.set_weights(self.best_weights)
+
+
+def train(X_train, y_train, X_val, y_val, epochs: int, batch_size: int, seed: int):
+    """Fit the reference CNN. Returns (model with the best epoch's weights, history table, best epoch)."""
+    models.keras.utils.set_random_seed(seed)
+    model = models.build_seed_cnn(X_train.shape[1:], len(features.EMOTIONS),
+                                  normalizer=models.feature_normalizer(X_train))
+    best = KeepBestWeights()
+    fit = model.fit(X_train, y_train, validation_data=(X_val, y_val), epochs=epochs, batch_size=batch_size,
+                    callbacks=[best], verbose=1 if sys.stdout.isatty() else 2)
+    history = pd.DataFrame(fit.history).rename_axis("epoch")
+    history.index += 1
+    return model, history, best.best_epoch
+
+
+def plot_training_curves(history: pd.DataFrame, best_epoch: int, path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ["loss", "accuracy"]):
+        ax.plot(history.index, history[metric], label="train")
+        ax.plot(history.index, history[f"val_{metric}"], label="validation")
+        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
+        ax.set(xlabel="epoch", ylabel=metric, title=metric)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def library_versions() -> dict:
+    names = ["tensorflow-cpu", "tensorflow", "keras", "librosa", "numpy", "pandas", "scikit-learn", "soundfile"]
+    found = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except Exception:  # noqa: BLE001 - not installed under that name
+            pass
+    return found
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default="data", help="folder holding RAVDESS and/or TESS (default: data)")
+    p.add_argument("--model-dir", default="models/latest", help="where to save the model (default: models/latest)")
+    p.add_argument("--cache-dir", default="cache", help="feature cache folder (default: cache)")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0, help="fixes the split and the initial weights")
+    p.add_argument("--split", choices=["random", "speaker"], default="random")
+    p.add_argument("--test-speakers", type=parse_speakers, default=list(DEFAULT_TEST_SPEAKERS),
+                   help="for --split speaker: RAVDESS actor numbers or names like tess-OAF "
+                        "(default: 21,22,23,24)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --model-dir")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    try:
+        return run(args)
+    except (features.CorpusError, FileExistsError, SplitError) as e:
+        sys.exit(f"error: {e}")
+
+
+def run(args):
+    if Path(args.model_dir).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.model_dir} already exists; pass --overwrite to replace it")
+    config = features.FeatureConfig()
+    clips, summary = features.index_corpus(args.data_dir)
+    print(f"found {len(clips)} clips: " + ", ".join(f"{n} {c}" for c, n in clips["corpus"].value_counts().items()))
+    for line in summary.lines():
+        print(line)
+    start = time.perf_counter()
+    data = features.load_features(clips, config, args.cache_dir)
+    print(f"features {data.X.shape} in {time.perf_counter() - start:.1f} s "
+          f"({data.n_extracted} extracted, {len(data.X) - data.n_extracted} from cache)")
+    if data.skip_line():
+        print(data.skip_line())
+
+    clips = data.clips
+    side = (random_split(clips, args.seed) if args.split == "random"
+            else speaker_split(clips, args.test_speakers, args.seed))
+    y = clips["emotion"].map(features.EMOTIONS.index).to_numpy()
+    parts = {name: side == name for name in ("train", "val", "test")}
+    print("split: " + ", ".join(f"{name} {mask.sum()}" for name, mask in parts.items()))
+
+    model, history, best_epoch = train(data.X[parts["train"]], y[parts["train"]], data.X[parts["val"]],
+                                       y[parts["val"]], args.epochs, args.batch_size, args.seed)
+    best = history.loc[best_epoch]
+    print(f"best epoch {best_epoch}: val_accuracy {best['val_accuracy']:.3f}, val_loss {best['val_loss']:.3f}")
+
+    metadata = {
+        "labels": list(features.EMOTIONS),
+        "feature_config": config.to_dict(),
+        "model": "seed",
+        "data_dir": str(Path(args.data_dir).resolve()),
+        "split": {
+            "method": args.split,
+            "seed": args.seed,
+            "test_speakers": sorted(set(clips.loc[parts["test"], "speaker"])) if args.split == "speaker" else None,
+            "val_speakers": sorted(set(clips.loc[parts["val"], "speaker"])) if args.split == "speaker" else None,
+            **{name: clips.loc[mask, "relpath"].tolist() for name, mask in parts.items()},
+        },
+        "training": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+                     "best_epoch": int(best_epoch)},
+        "validation": {"accuracy": float(best["val_accuracy"]), "loss": float(best["val_loss"]),
+                       "n": int(parts["val"].sum())},
+        "versions": library_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    out = models.save_model_dir(args.model_dir, model, metadata, overwrite=args.overwrite, extra_files={
+        "history.csv": history.to_csv,
+        "training_curves.png": lambda path: plot_training_curves(history, best_epoch, path),
+    })
+    print(f"saved {out}; evaluate it with: python test_model.py --model-dir {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
