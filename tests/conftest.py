@@ -53,3 +53,13 @@ def run_script(*args, env_extra=None, timeout=600):
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
                           env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def full_model(datasets, tmp_path_factory):
+    """The default model trained as a user would, on the full shared corpora with the random split."""
+    import train_model
+    out = tmp_path_factory.mktemp("full-model")
+    model_dir = train_model.main(["--data-dir", str(datasets), "--model-dir", str(out / "model"),
+                                  "--cache-dir", str(out / "cache")])
+    return model_dir, out / "cache"

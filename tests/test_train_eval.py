@@ -183,9 +183,8 @@ def test_test_model_errors_for_missing_and_broken_model_dirs(trained, tmp_path):
 # The seed's own claim, on the full shared corpora
 
 
-def test_default_model_beats_the_seed_claim_on_a_random_split(datasets, tmp_path):
-    model_dir = train_model.main(["--data-dir", str(datasets), "--model-dir", str(tmp_path / "full"),
-                                  "--cache-dir", str(tmp_path / "cache")])
-    evaluation = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(tmp_path / "cache")])
+def test_default_model_beats_the_seed_claim_on_a_random_split(full_model):
+    model_dir, cache = full_model
+    evaluation = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(cache)])
     assert evaluation["n"] == 848
     assert evaluation["accuracy"] >= 0.76

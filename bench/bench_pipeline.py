@@ -1,0 +1,67 @@
+"""Benchmark of the training pipeline on the full corpora: extraction speed, cache speed, epoch time, accuracy.
+
+    python bench/bench_pipeline.py --data-dir ../shared/datasets [--seeds 0 1 2] [--epochs 50]
+
+Cold extraction uses a fresh cache folder (the audio files themselves may be in the OS page
+cache); librosa's one-off numba compilation is paid before the clock starts.
+"""
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import features  # noqa: E402
+import test_model  # noqa: E402
+import train_model  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--epochs", type=int, default=50)
+    args = p.parse_args()
+    config = features.FeatureConfig()
+
+    clips, _ = features.index_corpus(args.data_dir)
+    features.clip_features(clips["path"][0], config)  # numba compilation, outside the timings
+    with tempfile.TemporaryDirectory() as cache:
+        start = time.perf_counter()
+        data = features.load_features(clips, config, cache)
+        cold = time.perf_counter() - start
+        start = time.perf_counter()
+        clips, _ = features.index_corpus(args.data_dir)
+        data = features.load_features(clips, config, cache)
+        cached = time.perf_counter() - start
+    print(f"clips: {len(data.X)} ({len(data.skipped)} skipped)")
+    print(f"cold extraction: {cold:.1f} s, {len(data.X) / cold:.0f} files/s")
+    print(f"cached load (index + cache): {cached:.2f} s")
+
+    y = data.clips["emotion"].map(features.EMOTIONS.index).to_numpy()
+    for split in ["random", "speaker"]:
+        results = []
+        for seed in args.seeds:
+            side = (train_model.random_split(data.clips, seed) if split == "random" else
+                    train_model.speaker_split(data.clips, list(train_model.DEFAULT_TEST_SPEAKERS), seed))
+            tr, va, te = (side == "train"), (side == "val"), (side == "test")
+            start = time.perf_counter()
+            model, _, best_epoch = train_model.train(data.X[tr], y[tr], data.X[va], y[va], args.epochs, 32, seed)
+            per_epoch = (time.perf_counter() - start) / args.epochs
+            ev = test_model.evaluate(model.predict(data.X[te], batch_size=256, verbose=0), data.clips[te],
+                                     list(features.EMOTIONS))
+            results.append(ev)
+            parts = "  ".join(f"{c} {s['accuracy']:.3f}" for c, s in ev["per_corpus"].items())
+            print(f"{split:7} seed {seed}: accuracy {ev['accuracy']:.3f}  macro-F1 {ev['macro_f1']:.3f}  "
+                  f"UAR {ev['uar']:.3f}  ({parts})  best epoch {best_epoch}, {per_epoch:.2f} s/epoch")
+        acc = np.array([r["accuracy"] for r in results])
+        f1 = np.array([r["macro_f1"] for r in results])
+        print(f"{split:7} mean over {len(acc)} seed(s): accuracy {acc.mean():.3f} ± {acc.std():.3f}, "
+              f"macro-F1 {f1.mean():.3f} ± {f1.std():.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""predict_live.py on a real PortAudio input: a PulseAudio null sink whose monitor is the default source.
+
+A real corpus clip is played into the sink with paplay while predict_live.py listens.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import features as F
+import predict_live as live
+from conftest import ROOT, run_script
+
+# Strong angry RAVDESS clips, then TESS angry ones: where the fixture looks for a clip to play.
+CLIP_CANDIDATES = ([f"ravdess/Actor_{a:02d}/03-01-05-02-0{s}-0{r}-{a:02d}.flac"
+                    for a in range(1, 25) for s in (1, 2) for r in (1, 2)][::3]
+                   + [f"tess/{spk}_angry/{spk}_{w}_angry.flac" for spk in ("OAF", "YAF")
+                      for w in ("back", "bar", "base", "bath", "bean", "beg", "bite", "boat", "bone", "book")])
+
+
+@pytest.fixture(scope="module")
+def pulse(tmp_path_factory):
+    """Environment for clients of a private PulseAudio daemon with a null sink and its monitor as default source."""
+    missing = [tool for tool in ("pulseaudio", "pactl", "pacat", "paplay") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"PulseAudio is not installed ({', '.join(missing)} missing; "
+                    f"apt-get install pulseaudio pulseaudio-utils libasound2-plugins libportaudio2)")
+    base = tmp_path_factory.mktemp("pulse")
+    (base / "run").mkdir(mode=0o700)
+    (base / "home").mkdir()
+    socket = base / "native.sock"
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(base / "run"), "HOME": str(base / "home"),
+           "PULSE_SERVER": f"unix:{socket}"}
+    log = open(base / "pulseaudio.log", "w")
+    daemon = subprocess.Popen(
+        ["pulseaudio", "--system=false", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
+         "--log-target=stderr", "-L", f"module-native-protocol-unix auth-anonymous=1 socket={socket}",
+         "-L", "module-null-sink sink_name=ser_sink"], env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            daemon.kill()
+            pytest.fail(f"PulseAudio did not start: {(base / 'pulseaudio.log').read_text()[-2000:]}")
+        time.sleep(0.2)
+    for command in (["set-default-sink", "ser_sink"], ["set-default-source", "ser_sink.monitor"]):
+        subprocess.run(["pactl", *command], env=env, check=True)
+    # A silent player keeps the sink running, so the first capture does not stall.
+    keep_busy = subprocess.Popen(["pacat", "--playback", "--raw"], stdin=open("/dev/zero", "rb"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    yield env
+    for process in (keep_busy, daemon):
+        process.terminate()
+        process.wait(timeout=10)
+    log.close()
+
+
+def simulated_stream_label(y: np.ndarray, predictor, offset_s: float) -> str:
+    """The label with the highest mean probability over the non-silent hops of a stream that plays y
+    (at 22,050 Hz) after 1.5 + offset_s seconds of silence, computed offline with the live code."""
+    classify = live.LiveClassifier(predictor, 22050, smoothing=0)
+    stream = np.concatenate([np.zeros(round((1.5 + offset_s) * 22050), np.float32), y,
+                             np.zeros(4 * 22050, np.float32)])
+    hops = [classify(stream[end - classify.window_samples:end], 0.0)
+            for end in range(classify.window_samples, len(stream) + 1, classify.hop_samples)]
+    return predictor.labels[int(np.mean([h.probabilities for h in hops if h.probabilities is not None], 0).argmax())]
+
+
+@pytest.fixture(scope="module")
+def stable_clip(full_model, datasets):
+    """A real clip, and its --file label, that the live code labels the same at every sub-hop start offset.
+
+    The seed CNN is not shift-invariant: a stream sees a clip at offsets --file never does. A clip
+    whose label does not depend on the offset tests the audio path itself: device, resampling,
+    ring buffer, gate and model, end to end.
+    """
+    predictor = live.Predictor(live.models.load_model_dir(full_model[0]))
+    for candidate in CLIP_CANDIDATES:
+        path = datasets / candidate
+        (result,), _ = live.classify_files([path], predictor)
+        y = F.load_audio(path, 22050)
+        if all(simulated_stream_label(y, predictor, o) == result["label"] for o in (0, 0.1, 0.2, 0.3, 0.4)):
+            return str(path), result["label"]
+    pytest.fail("no candidate clip has a label that is stable under stream offsets")
+
+
+def test_live_hears_a_clip_played_into_the_microphone(pulse, full_model, stable_clip, tmp_path):
+    clip, file_label = stable_clip
+    log = tmp_path / "live.csv"
+    listener = subprocess.Popen(
+        [sys.executable, "predict_live.py", "--model-dir", str(full_model[0]), "--duration", "11", "--log", str(log),
+         "--smoothing", "0"], cwd=ROOT, env=pulse, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL)
+    lines = []
+    for line in listener.stdout:
+        lines.append(line)
+        if len(lines) == 4:  # "listening on ..." and three hops: the stream is delivering
+            player = subprocess.run(["paplay", clip], env=pulse, capture_output=True, timeout=30)
+            assert player.returncode == 0, player.stderr
+    listener.wait(timeout=60)
+    assert listener.returncode == 0, listener.stderr.read()
+    assert lines[0].startswith("listening on default at ")
+    assert lines[-1].startswith(f"{len(lines) - 2} hops (") and lines[-1].strip().endswith("0 input overflows")
+
+    hops = pd.read_csv(log)
+    assert list(hops.columns) == ["time_s", "label", *F.EMOTIONS, "level_db"]
+    assert len(hops) == len(lines) - 2 and 19 <= len(hops) <= 22
+    assert np.allclose(np.diff(hops["time_s"]), 0.5, atol=0.05)
+    loud = (hops["level_db"] >= live.DEFAULT_SILENCE_DB).to_numpy()
+    assert loud.any(), "the clip never reached the microphone"
+    first, last = loud.argmax(), len(loud) - 1 - loud[::-1].argmax()
+    clip_s = F.load_audio(clip, 22050).size / 22050
+    # One block of hops: from the clip's start until it has left the 3 s window.
+    assert first >= 3 and (last - first + 1) * 0.5 <= clip_s + 3 + 0.5
+    assert (hops["label"][:first] == live.SILENCE).all()
+    assert (hops["label"][first:last + 1] != live.SILENCE).all()
+    assert loud[first:last + 1].all()
+    assert hops.loc[first:last, list(F.EMOTIONS)].notna().all().all()
+    assert hops.loc[~loud, list(F.EMOTIONS)].isna().all().all()
+    # What the stream heard agrees with the whole-file classification of the same clip.
+    heard = hops.loc[first:last, list(F.EMOTIONS)].mean().idxmax()
+    assert heard == file_label
+
+
+def test_file_mode_prints_a_table_and_writes_results(full_model, datasets, tmp_path):
+    folder = datasets / "tess" / "YAF_happy"
+    one = datasets / "ravdess" / "Actor_05" / "03-01-04-02-01-01-05.flac"
+    out = tmp_path / "results.csv"
+    result = run_script("predict_live.py", "--model-dir", full_model[0], "--file", one, folder, "--output", out)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    table = pd.read_csv(out)
+    assert len(table) == 201 and list(table.columns) == ["path", "label", "windows", *F.EMOTIONS]
+    assert np.allclose(table[list(F.EMOTIONS)].sum(axis=1), 1, atol=1e-3)
+    assert (table.loc[table["path"].str.contains("YAF_happy"), "label"] == "happy").mean() > 0.9
+    assert result.stdout.splitlines()[0].split() == ["file", "emotion", "p"]
+    assert len(result.stdout.splitlines()) == 1 + 201 + 1
+
+
+def test_long_files_are_averaged_over_windows(full_model, datasets, tmp_path):
+    predictor = live.Predictor(live.models.load_model_dir(full_model[0]))
+    config = predictor.config
+    clip = F.load_audio(datasets / "tess" / "OAF_angry" / "OAF_bar_angry.flac", 22050)
+    y = np.concatenate([clip, np.zeros(22050 * 7, np.float32), clip, clip])
+    F.sf.write(tmp_path / "long.flac", y, 22050)
+    (tmp_path / "broken.wav").write_bytes(b"")
+    results, skipped = live.classify_files([tmp_path / "long.flac", tmp_path / "broken.wav"], predictor)
+    windows = live.file_windows(y, config)
+    all_windows = round((len(y) - config.n_samples) / (config.n_samples * live.FILE_WINDOW_STEP)) + 1
+    assert 3 <= len(windows) < all_windows  # the windows inside the 7 s of silence are left out
+    assert results[0]["windows"] == len(windows)
+    expected = predictor(windows).mean(axis=0)
+    assert np.allclose([results[0]["probabilities"][c] for c in predictor.labels], expected, atol=1e-6)
+    assert skipped == [(str(tmp_path / "broken.wav"), "unreadable")]
+    short = live.file_windows(clip, config)
+    assert short.shape == (1, *config.shape)
+    assert np.array_equal(short[0], F.waveform_features(clip, config))  # the centre window, as in training
+    with pytest.raises(F.SkipClip, match="silent"):
+        live.file_windows(np.zeros(22050 * 10, np.float32), config)
+
+
+def test_no_input_device_is_one_line(tmp_path, full_model):
+    empty = tmp_path / "no-pulse"
+    empty.mkdir()
+    result = run_script("predict_live.py", "--model-dir", full_model[0], "--duration", "2", env_extra={
+        "XDG_RUNTIME_DIR": str(empty), "HOME": str(empty), "PULSE_SERVER": f"unix:{empty}/none"})
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "error: no input device found: connect a microphone, or pick a device with --device (see --list-devices)"]
+
+
+def test_bad_device_is_one_line(pulse, full_model):
+    result = run_script("predict_live.py", "--model-dir", full_model[0], "--device", "99", env_extra=pulse)
+    assert result.returncode != 0
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: no device 99: there are ")
+    listed = run_script("predict_live.py", "--list-devices", env_extra=pulse)
+    assert listed.returncode == 0 and "default" in listed.stdout
+
+
+def test_missing_model_dir_is_one_line(tmp_path, datasets):
+    result = run_script("predict_live.py", "--model-dir", tmp_path / "none", "--file", datasets / "tess" / "YAF_sad")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"error: no model directory at {tmp_path / 'none'}; train one with train_model.py or pass --model-dir"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The pieces, on known data
+
+
+def test_ring_buffer_keeps_the_latest_samples_in_order():
+    ring = live.RingBuffer(5)
+    assert ring.latest(3).tolist() == [0, 0, 0]
+    ring.write(np.arange(3, dtype=np.float32))
+    ring.write(np.arange(3, 7, dtype=np.float32))
+    assert ring.latest(5).tolist() == [2, 3, 4, 5, 6] and ring.total == 7
+    ring.write(np.arange(10, 22, dtype=np.float32))  # more than it holds
+    assert ring.latest(5).tolist() == [17, 18, 19, 20, 21] and ring.latest(2).tolist() == [20, 21]
+
+
+def test_smoothing_averages_and_zero_is_raw():
+    smooth = live.Smoother(0.5)
+    assert smooth(np.array([1.0, 0.0])).tolist() == [1.0, 0.0]
+    assert smooth(np.array([0.0, 1.0])).tolist() == [0.5, 0.5]
+    smooth.reset()
+    assert smooth(np.array([0.0, 1.0])).tolist() == [0.0, 1.0]
+    raw = live.Smoother(0.0)
+    raw(np.array([1.0, 0.0]))
+    assert raw(np.array([0.0, 1.0])).tolist() == [0.0, 1.0]
+
+
+def test_silence_gate_and_levels(full_model):
+    predictor = live.Predictor(live.models.load_model_dir(full_model[0]))
+    classify = live.LiveClassifier(predictor, device_rate=48000)
+    quiet = np.full(classify.window_samples, 10 ** (-60 / 20), np.float32)  # a -60 dBFS hum
+    assert live.level_db(quiet) == pytest.approx(-60, abs=0.01)
+    hop = classify(quiet, 1.0)
+    assert live.loudest_block_db(np.concatenate([quiet[:-24000], 10 * quiet[-24000:]]), 24000) == pytest.approx(-40, abs=0.01)
+    assert hop.label == live.SILENCE and hop.probabilities is None
+    tone = 0.3 * np.sin(np.linspace(0, 20000, classify.window_samples)).astype(np.float32)
+    hop = classify(tone, 1.5)
+    assert hop.label in F.EMOTIONS and hop.probabilities.sum() == pytest.approx(1, abs=1e-4)
+    assert "silence" in live.hop_line(live.Hop(2.0, live.SILENCE, None, -70.0))
+    block = live.hop_block(hop, predictor.labels)
+    assert len(block) == 1 + len(F.EMOTIONS) and hop.label.upper() in block[0]
