@@ -105,14 +105,17 @@ class KeepBestWeights(models.keras.callbacks.Callback):
         self.model.set_weights(self.best_weights)
 
 
-def train(X_train, y_train, X_val, y_val, epochs: int, batch_size: int, seed: int):
-    """Fit the reference CNN. Returns (model with the best epoch's weights, history table, best epoch)."""
+def train(X_train, y_train, X_val, y_val, epochs: int, batch_size: int, seed: int, verbose: int | None = None):
+    """Fit the reference CNN. Returns (model with the best epoch's weights, history table, best epoch).
+
+    verbose: Keras' fit verbosity; default a progress bar on a terminal, a line per epoch elsewhere.
+    """
     models.keras.utils.set_random_seed(seed)
     model = models.build_seed_cnn(X_train.shape[1:], len(features.EMOTIONS),
                                   normalizer=models.feature_normalizer(X_train))
     best = KeepBestWeights()
     fit = model.fit(X_train, y_train, validation_data=(X_val, y_val), epochs=epochs, batch_size=batch_size,
-                    callbacks=[best], verbose=1 if sys.stdout.isatty() else 2)
+                    callbacks=[best], verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
     history = pd.DataFrame(fit.history).rename_axis("epoch")
     history.index += 1
     return model, history, best.best_epoch

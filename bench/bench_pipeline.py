@@ -49,7 +49,7 @@ def main():
                     train_model.speaker_split(data.clips, list(train_model.DEFAULT_TEST_SPEAKERS), seed))
             tr, va, te = (side == "train"), (side == "val"), (side == "test")
             start = time.perf_counter()
-            model, _, best_epoch = train_model.train(data.X[tr], y[tr], data.X[va], y[va], args.epochs, 32, seed)
+            model, _, best_epoch = train_model.train(data.X[tr], y[tr], data.X[va], y[va], args.epochs, 32, seed, verbose=0)
             per_epoch = (time.perf_counter() - start) / args.epochs
             ev = test_model.evaluate(model.predict(data.X[te], batch_size=256, verbose=0), data.clips[te],
                                      list(features.EMOTIONS))

@@ -1,0 +1,67 @@
+"""Per-hop cost of live prediction: resampling + MFCC + model, on real corpus audio at a device rate.
+
+    python bench/bench_live.py --model-dir models/seed-cnn [--device-rate 48000] [--hops 300]
+
+Prints median and p95 milliseconds per hop for the way predict_live.py calls the model
+(its compiled predict function), and, for comparison, an eager `model(x)` call and
+`model.predict`. First calls (numba, tracing) are paid before timing.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import features  # noqa: E402
+import model as models  # noqa: E402
+import predict_live as live  # noqa: E402
+
+
+def hop_times_ms(step, windows) -> np.ndarray:
+    times = []
+    for window in windows:
+        start = time.perf_counter()
+        step(window)
+        times.append((time.perf_counter() - start) * 1000)
+    return np.array(times)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", default="models/latest")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--device-rate", type=int, default=48000)
+    p.add_argument("--hops", type=int, default=300)
+    args = p.parse_args()
+    saved = models.load_model_dir(args.model_dir)
+    predictor = live.Predictor(saved)
+    classify = live.LiveClassifier(predictor, args.device_rate, smoothing=0)
+    classify.warm_up()
+
+    clips, _ = features.index_corpus(args.data_dir)
+    paths = clips["path"].sample(n=min(args.hops, len(clips)), random_state=0, replace=args.hops > len(clips))
+    windows = [features.fix_length(features.load_audio(p, args.device_rate), classify.window_samples)
+               for p in paths]
+
+    direct = hop_times_ms(lambda w: classify(w, 0.0), windows)
+
+    def hop_with(call):
+        def step(window):
+            y = features.resample(window, args.device_rate, saved.config.sample_rate)
+            call(features.waveform_features(y, saved.config)[np.newaxis])
+        step(windows[0])
+        return hop_times_ms(step, windows)
+
+    rows = [("predict_live (predict_on_batch)", direct),
+            ("eager model(x)", hop_with(lambda x: saved.model(x, training=False))),
+            ("model.predict", hop_with(lambda x: saved.model.predict(x, verbose=0)))]
+    for name, t in rows:
+        print(f"{name:32} median {np.median(t):6.2f} ms  p95 {np.percentile(t, 95):6.2f} ms  "
+              f"({np.median(t) / np.median(direct):4.1f}x)")
+    print(f"{len(direct)} hops of real clips at {args.device_rate} Hz; hop budget {live.DEFAULT_HOP_S * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
