@@ -45,6 +45,12 @@ TESS_EMOTIONS = {
     "pleasant_surprised": "surprised",
 }
 
+# A user's own corpus: DIR/<emotion>/*.wav, folder names matched case-insensitively.
+EMOTION_FOLDERS = {
+    **{e: e for e in EMOTIONS}, "anger": "angry", "fear": "fearful", "happiness": "happy", "sadness": "sad",
+    "surprise": "surprised", "disgusted": "disgust",
+}
+
 # Peak below -80 dBFS: nothing a microphone or corpus would call a voice.
 SILENCE_PEAK = 1e-4
 
@@ -110,14 +116,16 @@ class IndexSummary:
     """What `index_corpus` found besides the clips it kept."""
 
     excluded: dict[str, int] = field(default_factory=dict)  # reason -> count, e.g. RAVDESS song
-    unmatched: list[str] = field(default_factory=list)  # audio files whose name fits no corpus
+    unmatched: list[str] = field(default_factory=list)  # audio files whose name and folder fit no corpus
     duplicates: list[list[str]] = field(default_factory=list)  # groups of byte-identical files
 
     def lines(self) -> list[str]:
         out = [f"left out {n} {reason}" for reason, n in sorted(self.excluded.items())]
         if self.unmatched:
             shown = ", ".join(self.unmatched[:5]) + (" ..." if len(self.unmatched) > 5 else "")
-            out.append(f"skipped {len(self.unmatched)} audio files whose names match no corpus: {shown}")
+            folders = sorted({Path(p).parent.name for p in self.unmatched})
+            out.append(f"skipped {len(self.unmatched)} audio files whose names match no corpus and whose folders "
+                       f"name no emotion (folders: {', '.join(folders[:10])}): {shown}")
         for group in self.duplicates:
             out.append(f"identical audio, kept on one side of every split: {' = '.join(group)}")
         return out
@@ -160,6 +168,18 @@ def parse_tess_name(stem: str) -> dict | None:
     }
 
 
+def parse_emotion_folder(path: Path) -> dict | None:
+    """Fields of a file in a folder-per-emotion corpus (`mine/Anger/take1.wav`), or None.
+
+    Speakers are not known there: the folder above the emotion folders stands for them (custom-mine).
+    """
+    emotion = EMOTION_FOLDERS.get(path.parent.name.lower())
+    if emotion is None:
+        return None
+    return {"corpus": "custom", "speaker": f"custom-{path.parent.parent.name}", "gender": "unknown",
+            "emotion": emotion}
+
+
 def audio_files(data_dir: Path) -> list[Path]:
     """Every file under data_dir with an audio extension, sorted, hidden folders (caches) excluded."""
     found = []
@@ -187,7 +207,10 @@ def duplicate_groups(paths: list[Path]) -> list[list[Path]]:
 
 
 def index_corpus(data_dir: str | Path) -> tuple[pd.DataFrame, IndexSummary]:
-    """Find and label every RAVDESS and TESS clip under data_dir, by file name alone.
+    """Find and label every RAVDESS and TESS clip under data_dir by file name, and other clips by folder.
+
+    Files named like neither corpus are taken from folder-per-emotion layouts
+    (`DIR/<emotion>/*.wav`, see EMOTION_FOLDERS) as corpus "custom".
 
     Returns one row per clip with columns path (absolute), relpath (to data_dir), corpus,
     speaker (corpus-qualified: ravdess-07, tess-OAF), gender, emotion, group (equal for
@@ -202,7 +225,7 @@ def index_corpus(data_dir: str | Path) -> tuple[pd.DataFrame, IndexSummary]:
     summary = IndexSummary()
     rows = []
     for path in audio_files(data_dir):
-        fields = parse_ravdess_name(path.stem) or parse_tess_name(path.stem)
+        fields = parse_ravdess_name(path.stem) or parse_tess_name(path.stem) or parse_emotion_folder(path)
         if isinstance(fields, str):
             summary.excluded[fields] = summary.excluded.get(fields, 0) + 1
         elif fields is None:
@@ -210,7 +233,7 @@ def index_corpus(data_dir: str | Path) -> tuple[pd.DataFrame, IndexSummary]:
         else:
             rows.append({"path": str(path), "relpath": str(path.relative_to(data_dir)), **fields})
     if not rows:
-        raise CorpusError(f"no RAVDESS or TESS clips found under {data_dir}. Put the corpora there "
+        raise CorpusError(f"no RAVDESS, TESS or emotion-folder clips found under {data_dir}. Put the corpora there "
                           f"(see README, 'Getting the corpora') or pass --data-dir")
     clips = pd.DataFrame(rows)
     clips["group"] = clips["relpath"]

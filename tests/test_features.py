@@ -78,8 +78,28 @@ def test_index_leaves_out_song_video_and_unknown_names(datasets, tmp_path):
     assert any("2 audio files" in line for line in summary.lines())
 
 
+def test_folder_per_emotion_corpus_beside_the_others(datasets, tmp_path):
+    source = sorted((datasets / "tess" / "YAF_sad").iterdir())[:2]
+    layout = {"Anger": "angry", "happiness": "happy", "SURPRISE": "surprised", "fear": "fearful",
+              "disgusted": "disgust", "sadness": "sad", "calm": "calm", "neutral": "neutral", "bored": None}
+    for folder in layout:
+        (tmp_path / "mine" / folder).mkdir(parents=True)
+        for i, clip in enumerate(source):
+            shutil.copy(clip, tmp_path / "mine" / folder / f"take{i}{'.flac' if i else '.wav'}")
+    shutil.copytree(datasets / "ravdess" / "Actor_02", tmp_path / "ravdess" / "Actor_02")
+    clips, summary = F.index_corpus(tmp_path)
+    custom = clips[clips["corpus"] == "custom"]
+    assert len(custom) == 16 and len(clips) == 16 + 60
+    assert dict(zip(custom["relpath"], custom["emotion"])) == {
+        f"mine/{folder}/take{i}{'.flac' if i else '.wav'}": emotion
+        for folder, emotion in layout.items() if emotion for i in range(2)}
+    assert set(custom["speaker"]) == {"custom-mine"}
+    assert sorted(summary.unmatched) == ["mine/bored/take0.wav", "mine/bored/take1.flac"]
+    assert "(folders: bored)" in summary.lines()[0]
+
+
 def test_no_corpus_is_a_clear_error(tmp_path):
-    with pytest.raises(F.CorpusError, match="no RAVDESS or TESS clips found under"):
+    with pytest.raises(F.CorpusError, match="no RAVDESS, TESS or emotion-folder clips found under"):
         F.index_corpus(tmp_path)
     with pytest.raises(F.CorpusError, match="is not a folder"):
         F.index_corpus(tmp_path / "missing")

@@ -188,3 +188,21 @@ def test_default_model_beats_the_seed_claim_on_a_random_split(full_model):
     evaluation = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(cache)])
     assert evaluation["n"] == 848
     assert evaluation["accuracy"] >= 0.76
+
+
+def test_a_folder_per_emotion_corpus_trains_and_evaluates_alone(datasets, tmp_path):
+    sources = {"Anger": "tess/YAF_angry", "happiness": "tess/YAF_happy", "sad": "tess/OAF_sad",
+               "neutral": "tess/OAF_neutral", "Fear": "tess/YAF_fear", "disgust": "tess/OAF_disgust",
+               "surprise": "tess/YAF_pleasant_surprise", "calm": "ravdess/Actor_09"}
+    for folder, source in sources.items():
+        (tmp_path / "mine" / folder).mkdir(parents=True)
+        pattern = "03-01-02-*" if folder == "calm" else "*"  # Actor 09 has 8 calm clips
+        for i, clip in enumerate(sorted((datasets / source).glob(pattern))[:10]):
+            (tmp_path / "mine" / folder / f"take{i}.flac").symlink_to(clip)
+    model_dir = train_model.main(["--data-dir", str(tmp_path / "mine"), "--model-dir", str(tmp_path / "m"),
+                                  "--epochs", "1", "--cache-dir", str(tmp_path / "cache")])
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    assert len(meta["split"]["test"]) == 16 and all(p.startswith(tuple(sources)) for p in meta["split"]["test"])
+    evaluation = test_model.main(["--model-dir", str(model_dir), "--data-dir", str(tmp_path / "mine"),
+                                  "--cache-dir", str(tmp_path / "cache")])
+    assert evaluation["n"] == 78 and list(evaluation["per_corpus"]) == ["custom"]
