@@ -45,9 +45,14 @@ def random_split(clips: pd.DataFrame, seed: int) -> np.ndarray:
     """80/10/10 split stratified by corpus and emotion; identical files move as one group."""
     groups = clips.drop_duplicates("group")
     strata = groups["corpus"] + "/" + groups["emotion"]
-    rest, test = train_test_split(groups.index, test_size=TEST_FRACTION, stratify=strata, random_state=seed)
-    train, val = train_test_split(rest, test_size=VAL_FRACTION / (1 - TEST_FRACTION), stratify=strata[rest],
-                                  random_state=seed)
+    try:
+        rest, test = train_test_split(groups.index, test_size=TEST_FRACTION, stratify=strata, random_state=seed)
+        train, val = train_test_split(rest, test_size=VAL_FRACTION / (1 - TEST_FRACTION), stratify=strata[rest],
+                                      random_state=seed)
+    except ValueError as e:  # too few clips of some corpus and emotion to stratify
+        counts = strata.value_counts()
+        raise SplitError(f"too few clips for a stratified random split (smallest: {counts.index[-1]} with "
+                         f"{counts.iloc[-1]}): {e}") from None
     side = pd.Series("train", index=groups["group"])
     side[groups.loc[val, "group"]] = "val"
     side[groups.loc[test, "group"]] = "test"

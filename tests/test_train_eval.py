@@ -57,6 +57,11 @@ def test_speaker_split_rejects_unknown_speakers(clips):
     assert train_model.parse_speakers("1, 22,tess-OAF") == ["ravdess-01", "ravdess-22", "tess-OAF"]
 
 
+def test_random_split_of_too_few_clips_is_a_clear_error(clips):
+    with pytest.raises(train_model.SplitError, match="too few clips for a stratified random split"):
+        train_model.random_split(clips.groupby("emotion").head(3), seed=0)
+
+
 def test_identical_files_move_to_the_side_furthest_from_training():
     side = train_model.keep_groups_together(np.array(["train", "test", "val", "train"]),
                                             pd.Series(["a", "a", "b", "c"]))
