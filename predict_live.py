@@ -207,12 +207,15 @@ class LiveClassifier:
         # Gating on the whole window, not the newest hop, lets an utterance be heard whole (centred,
         # as in training) after it ends; the label falls back to silence once it leaves the window.
         level = loudest_block_db(window, self.gate_samples)
-        if level < self.silence_db:
+        config = self.predictor.config
+        try:
+            if level < self.silence_db:
+                raise features.SkipClip("silent")
+            X = features.waveform_features(features.resample(window, self.device_rate, config.sample_rate), config)
+        except features.SkipClip:  # below the gate, or (with a very low --silence-db) digital silence
             self.smoother.reset()
             return Hop(time_s, SILENCE, None, level)
-        config = self.predictor.config
-        y = features.resample(window, self.device_rate, config.sample_rate)
-        p = self.smoother(self.predictor(features.waveform_features(y, config)[np.newaxis])[0])
+        p = self.smoother(self.predictor(X[np.newaxis])[0])
         return Hop(time_s, self.predictor.labels[int(p.argmax())], p, level)
 
 

@@ -219,6 +219,7 @@ def test_silence_gate_and_levels(full_model):
     quiet = np.full(classify.window_samples, 10 ** (-60 / 20), np.float32)  # a -60 dBFS hum
     assert live.level_db(quiet) == pytest.approx(-60, abs=0.01)
     hop = classify(quiet, 1.0)
+    assert live.LiveClassifier(predictor, 48000, silence_db=-200)(np.zeros_like(quiet), 1.0).label == live.SILENCE
     assert live.loudest_block_db(np.concatenate([quiet[:-24000], 10 * quiet[-24000:]]), 24000) == pytest.approx(-40, abs=0.01)
     assert hop.label == live.SILENCE and hop.probabilities is None
     tone = 0.3 * np.sin(np.linspace(0, 20000, classify.window_samples)).astype(np.float32)
