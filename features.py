@@ -68,6 +68,12 @@ class FeatureConfig:
     n_fft: int = 2048  # samples, ~93 ms at 22,050 Hz
     hop_length: int = 512  # samples, ~23 ms
     n_mels: int = 128
+    trim_db: float | None = None  # drop leading/trailing audio this many dB below the peak; None keeps it
+    deltas: bool = False  # append first and second MFCC differences (3 * n_mfcc features per frame)
+
+    @property
+    def n_features(self) -> int:
+        return self.n_mfcc * (3 if self.deltas else 1)
 
     @property
     def n_samples(self) -> int:
@@ -80,8 +86,8 @@ class FeatureConfig:
 
     @property
     def shape(self) -> tuple[int, int]:
-        """Shape of one clip's features: (frames, coefficients)."""
-        return (self.n_frames, self.n_mfcc)
+        """Shape of one clip's features: (frames, features per frame)."""
+        return (self.n_frames, self.n_features)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -315,16 +321,62 @@ def mfcc_sequence(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
 
 
 def waveform_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Model input (frames, n_mfcc) for a mono waveform already at config.sample_rate.
+    """Model input config.shape = (frames, features) for a mono waveform already at config.sample_rate.
 
-    Peak-normalises, fixes the length to config.window_s, takes MFCCs. Raises SkipClip("silent").
+    Peak-normalises, trims silence at both ends (if config.trim_db), fixes the length to
+    config.window_s around the centre, takes MFCCs (and their deltas). Raises SkipClip("silent").
     """
-    return mfcc_sequence(fix_length(peak_normalise(y), config.n_samples), config)
+    y = peak_normalise(y)
+    if config.trim_db is not None:
+        # Without this, how much silence pads a clip says which corpus (and so which emotions) it is from.
+        y = librosa.effects.trim(y, top_db=config.trim_db)[0]
+    mfcc = mfcc_sequence(fix_length(y, config.n_samples), config)
+    if not config.deltas:
+        return mfcc
+    d1 = librosa.feature.delta(mfcc, axis=0)
+    return np.concatenate([mfcc, d1, librosa.feature.delta(mfcc, axis=0, order=2)], axis=1).astype(np.float32)
 
 
 def clip_features(path: str | Path, config: FeatureConfig) -> np.ndarray:
-    """Model input (frames, n_mfcc) for one audio file. Raises SkipClip with the reason."""
+    """Model input config.shape for one audio file. Raises SkipClip with the reason."""
     return waveform_features(load_audio(path, config.sample_rate), config)
+
+
+def standardise_per_speaker(X: np.ndarray, speakers) -> np.ndarray:
+    """X (clips, frames, features) with each speaker's clips standardised by that speaker's own
+    mean and standard deviation of each feature over all their clips and frames.
+
+    This removes much of what a voice adds to every frame (vocal tract, microphone, level), which
+    a model would otherwise learn as identity. Statistics of a speaker come from that speaker alone.
+    """
+    speakers = np.asarray(speakers)
+    out = np.empty_like(X)
+    for speaker in np.unique(speakers):
+        mine = speakers == speaker
+        mean, std = X[mine].mean(axis=(0, 1)), X[mine].std(axis=(0, 1))
+        out[mine] = (X[mine] - mean) / (std + 1e-6)
+    return out
+
+
+def augment_features(X: np.ndarray, rng: np.random.Generator, max_shift: int = 16, max_time_mask: int = 16,
+                     max_feature_mask: int = 3) -> np.ndarray:
+    """A training-time variant of a batch X (clips, frames, features), same shape.
+
+    Each clip is shifted in time by up to max_shift frames (circularly), and one block of up to
+    max_time_mask frames and one of up to max_feature_mask features (SpecAugment-style) are set
+    to that clip's mean, so masks carry no level of their own.
+    """
+    n, frames, width = X.shape
+    shift = rng.integers(-max_shift, max_shift + 1, size=n)
+    out = X[np.arange(n)[:, None], (np.arange(frames)[None, :] - shift[:, None]) % frames].copy()
+    mean = out.mean(axis=1, keepdims=True)
+    t0, tw = rng.integers(0, frames, size=n), rng.integers(0, max_time_mask + 1, size=n)
+    f0, fw = rng.integers(0, width, size=n), rng.integers(0, max_feature_mask + 1, size=n)
+    t, f = np.arange(frames)[None, :], np.arange(width)[None, :]
+    time_masked = (t >= t0[:, None]) & (t < (t0 + tw)[:, None])
+    feature_masked = (f >= f0[:, None]) & (f < (f0 + fw)[:, None])
+    mask = time_masked[:, :, None] | feature_masked[:, None, :]
+    return np.where(mask, mean, out).astype(X.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,7 +387,7 @@ def clip_features(path: str | Path, config: FeatureConfig) -> np.ndarray:
 class FeatureSet:
     """Features of the clips that could be read, aligned with their index rows."""
 
-    X: np.ndarray  # (n_clips, frames, n_mfcc) float32
+    X: np.ndarray  # (n_clips, *config.shape) float32
     clips: pd.DataFrame  # the index rows of X, in order
     skipped: pd.DataFrame  # columns path, reason: clips that gave no features
     n_extracted: int  # clips computed in this call; the rest came from the cache

@@ -52,6 +52,30 @@ def build_seed_cnn(input_shape: tuple[int, int], n_classes: int,
     return model
 
 
+def build_pooled_cnn(input_shape: tuple[int, int], n_classes: int,
+                     normalizer: layers.Normalization | None = None) -> keras.Model:
+    """A CNN that pools over time instead of flattening: BatchNorm after each convolution, global
+    average pooling, so a sound means the same wherever it falls in the window. Compiled with Adam."""
+    conv = [layers.Conv1D(n, k, padding="same", use_bias=False) for n, k in [(64, 5), (128, 5), (128, 3)]]
+    model = keras.Sequential([
+        keras.Input(shape=input_shape),
+        *([normalizer] if normalizer is not None else []),
+        conv[0], layers.BatchNormalization(), layers.ReLU(), layers.MaxPooling1D(2), layers.Dropout(0.2),
+        conv[1], layers.BatchNormalization(), layers.ReLU(), layers.MaxPooling1D(2), layers.Dropout(0.2),
+        conv[2], layers.BatchNormalization(), layers.ReLU(),
+        layers.GlobalAveragePooling1D(),
+        layers.Dropout(0.3),
+        layers.Dense(64, activation="relu"),
+        layers.Dense(n_classes, activation="softmax"),
+    ], name="pooled_cnn")
+    model.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+MODELS = {"seed": build_seed_cnn, "pooled": build_pooled_cnn}
+
+
 def feature_normalizer(X_train: np.ndarray) -> layers.Normalization:
     """A Normalization layer holding the per-coefficient mean and variance of X_train (n, frames, coefs)."""
     normalizer = layers.Normalization(axis=-1, name="standardise")

@@ -51,6 +51,28 @@ def loudest_block_db(y: np.ndarray, block: int) -> float:
     return max(level_db(piece) for piece in y[len(y) - n * block:].reshape(n, block))
 
 
+class RunningStandardiser:
+    """Per-session speaker normalisation for live input: standardises each window by running
+    per-feature mean and variance of the session's non-silent windows so far.
+
+    The first windows weigh equally; after `memory` windows older ones fade, so a new speaker
+    takes over within about memory * hop seconds.
+    """
+
+    def __init__(self, memory: int = 40):
+        self.memory, self.n, self.mean, self.mean_sq = memory, 0, None, None
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """X (frames, features) standardised by the statistics including X itself."""
+        self.n += 1
+        w = max(1 / self.n, 1 / self.memory)
+        m, sq = X.mean(axis=0), np.square(X).mean(axis=0)
+        self.mean = m if self.mean is None else (1 - w) * self.mean + w * m
+        self.mean_sq = sq if self.mean_sq is None else (1 - w) * self.mean_sq + w * sq
+        std = np.sqrt(np.maximum(self.mean_sq - np.square(self.mean), 0))
+        return ((X - self.mean) / (std + 1e-6)).astype(np.float32)
+
+
 class Predictor:
     """Class probabilities from a saved model.
 
@@ -60,6 +82,7 @@ class Predictor:
 
     def __init__(self, saved: models.SavedModel):
         self.model, self.labels, self.config = saved.model, saved.labels, saved.config
+        self.speaker_norm = bool(saved.metadata.get("speaker_norm"))
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Probabilities (n, classes) for features X (n, frames, coefficients)."""
@@ -91,18 +114,36 @@ def file_windows(y: np.ndarray, config: features.FeatureConfig) -> np.ndarray:
     return np.stack(windows)
 
 
+def speaker_of(path: Path) -> str:
+    """The speaker a corpus file name tells (ravdess-07, tess-OAF), else "session" for all other files."""
+    fields = features.parse_ravdess_name(path.stem) or features.parse_tess_name(path.stem)
+    return fields["speaker"] if isinstance(fields, dict) else "session"
+
+
 def classify_files(paths: list[Path], predictor: Predictor) -> tuple[list[dict], list[tuple[str, str]]]:
-    """One result per readable file ({path, label, probabilities, windows}), and (path, reason) skips."""
-    results, skipped = [], []
+    """One result per readable file ({path, label, probabilities, windows}), and (path, reason) skips.
+
+    For speaker-normalised models the windows of all files of one speaker (by corpus file name;
+    other files count as one speaker) are standardised together, as in training.
+    """
+    windows, skipped = {}, []
     for path in paths:
         try:
-            X = file_windows(features.load_audio(path, predictor.config.sample_rate), predictor.config)
+            windows[path] = file_windows(features.load_audio(path, predictor.config.sample_rate), predictor.config)
         except features.SkipClip as skip:
             skipped.append((str(path), str(skip)))
-            continue
-        p = predictor(X).mean(axis=0)
+    if not windows:
+        return [], skipped
+    X = np.concatenate(list(windows.values()))
+    owner = np.repeat(np.arange(len(windows)), [len(w) for w in windows.values()])
+    if predictor.speaker_norm:
+        X = features.standardise_per_speaker(X, [speaker_of(p) for p in windows for _ in windows[p]])
+    P = predictor(X)
+    results = []
+    for i, path in enumerate(windows):
+        p = P[owner == i].mean(axis=0)
         results.append({"path": str(path), "label": predictor.labels[int(p.argmax())],
-                        "probabilities": dict(zip(predictor.labels, map(float, p))), "windows": len(X)})
+                        "probabilities": dict(zip(predictor.labels, map(float, p))), "windows": int((owner == i).sum())})
     return results, skipped
 
 
@@ -192,6 +233,7 @@ class LiveClassifier:
         self.hop_samples = round(hop_s * device_rate)
         self.gate_samples = round(GATE_BLOCK_S * device_rate)
         self.smoother = Smoother(smoothing)
+        self.standardise = RunningStandardiser() if predictor.speaker_norm else None
 
     def warm_up(self) -> None:
         """Pay the first call's costs (librosa's numba compilation, TensorFlow tracing) before streaming.
@@ -199,7 +241,9 @@ class LiveClassifier:
         Paid inside the stream, they hold the GIL for seconds and the audio callback loses input.
         """
         tone = 0.1 * np.sin(np.linspace(0, 2000, self.window_samples, dtype=np.float32))
+        standardise, self.standardise = self.standardise, None  # the tone must not enter the statistics
         self(tone, 0.0)
+        self.standardise = standardise
         self.smoother.reset()
 
     def __call__(self, window: np.ndarray, time_s: float) -> Hop:
@@ -215,6 +259,8 @@ class LiveClassifier:
         except features.SkipClip:  # below the gate, or (with a very low --silence-db) digital silence
             self.smoother.reset()
             return Hop(time_s, SILENCE, None, level)
+        if self.standardise is not None:
+            X = self.standardise(X)
         p = self.smoother(self.predictor(X[np.newaxis])[0])
         return Hop(time_s, self.predictor.labels[int(p.argmax())], p, level)
 

@@ -133,7 +133,8 @@ def run(args) -> dict:
         print(data.skip_line())
     if len(data.X) == 0:
         raise features.CorpusError("no clip left to evaluate")
-    probabilities = saved.model.predict(data.X, batch_size=256, verbose=0)
+    X = features.standardise_per_speaker(data.X, data.clips["speaker"]) if saved.metadata.get("speaker_norm") else data.X
+    probabilities = saved.model.predict(X, batch_size=256, verbose=0)
     evaluation = evaluate(probabilities, data.clips, saved.labels)
     print(f"{args.model_dir} on {what}:")
     print(report_text(evaluation))

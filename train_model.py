@@ -110,17 +110,41 @@ class KeepBestWeights(models.keras.callbacks.Callback):
         self.model.set_weights(self.best_weights)
 
 
-def train(X_train, y_train, X_val, y_val, epochs: int, batch_size: int, seed: int, verbose: int | None = None):
-    """Fit the reference CNN. Returns (model with the best epoch's weights, history table, best epoch).
+class AugmentedBatches(models.keras.utils.PyDataset):
+    """Shuffled training batches, each passed through features.augment_features afresh every epoch."""
 
+    def __init__(self, X, y, batch_size: int, seed: int):
+        super().__init__()
+        self.X, self.y, self.batch_size = X, y, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(X))
+
+    def __len__(self):
+        return -(-len(self.X) // self.batch_size)
+
+    def __getitem__(self, i):
+        batch = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        return features.augment_features(self.X[batch], self.rng), self.y[batch]
+
+    def on_epoch_end(self):
+        self.order = self.rng.permutation(len(self.X))
+
+
+def train(X_train, y_train, X_val, y_val, epochs: int, batch_size: int, seed: int, model_name: str = "seed",
+          augment: bool = False, verbose: int | None = None):
+    """Fit models.MODELS[model_name]. Returns (model with the best epoch's weights, history table, best epoch).
+
+    augment: train on features.augment_features variants, drawn anew each epoch.
     verbose: Keras' fit verbosity; default a progress bar on a terminal, a line per epoch elsewhere.
     """
     models.keras.utils.set_random_seed(seed)
-    model = models.build_seed_cnn(X_train.shape[1:], len(features.EMOTIONS),
-                                  normalizer=models.feature_normalizer(X_train))
+    model = models.MODELS[model_name](X_train.shape[1:], len(features.EMOTIONS),
+                                      normalizer=models.feature_normalizer(X_train))
     best = KeepBestWeights()
-    fit = model.fit(X_train, y_train, validation_data=(X_val, y_val), epochs=epochs, batch_size=batch_size,
-                    callbacks=[best], verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
+    data = {"x": AugmentedBatches(X_train, y_train, batch_size, seed)} if augment else \
+        {"x": X_train, "y": y_train, "batch_size": batch_size}
+    fit = model.fit(**data, validation_data=(X_val, y_val), epochs=epochs, callbacks=[best],
+                    verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
     history = pd.DataFrame(fit.history).rename_axis("epoch")
     history.index += 1
     return model, history, best.best_epoch
@@ -150,19 +174,56 @@ def library_versions() -> dict:
     return found
 
 
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that define how a model is made, shared with evaluate_speakers.py."""
+    p.add_argument("--model", choices=list(models.MODELS), default="seed",
+                   help="seed: the reference CNN; pooled: BatchNorm + global average pooling (default: seed)")
+    p.add_argument("--trim-db", type=float, default=None,
+                   help="trim leading/trailing audio this many dB below the peak before fixing the window")
+    p.add_argument("--deltas", action="store_true", help="append MFCC deltas and delta-deltas")
+    p.add_argument("--speaker-norm", action="store_true",
+                   help="standardise features per speaker (live: per session, from running statistics)")
+    p.add_argument("--augment", action="store_true", help="time shift and SpecAugment-style masks while training")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0, help="fixes the split and the initial weights")
+    p.add_argument("--cache-dir", default="cache", help="feature cache folder (default: cache)")
+
+
+def recipe(args) -> dict:
+    """The recipe options as saved in metadata.json."""
+    return {"model": args.model, "speaker_norm": args.speaker_norm, "augment": args.augment, "epochs": args.epochs,
+            "batch_size": args.batch_size, "seed": args.seed,
+            "feature_config": features.FeatureConfig(trim_db=args.trim_db, deltas=args.deltas).to_dict()}
+
+
+def recipe_features(args) -> tuple[np.ndarray, pd.DataFrame]:
+    """Index --data-dir and return (model input X, the index rows of X) for the recipe in args."""
+    config = features.FeatureConfig(trim_db=args.trim_db, deltas=args.deltas)
+    clips, summary = features.index_corpus(args.data_dir)
+    print(f"found {len(clips)} clips: " + ", ".join(f"{n} {c}" for c, n in clips["corpus"].value_counts().items()))
+    for line in summary.lines():
+        print(line)
+    start = time.perf_counter()
+    data = features.load_features(clips, config, args.cache_dir)
+    print(f"features {data.X.shape} in {time.perf_counter() - start:.1f} s "
+          f"({data.n_extracted} extracted, {len(data.X) - data.n_extracted} from cache)")
+    if data.skip_line():
+        print(data.skip_line())
+    X = features.standardise_per_speaker(data.X, data.clips["speaker"]) if args.speaker_norm else data.X
+    return X, data.clips
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="data", help="folder holding RAVDESS and/or TESS (default: data)")
     p.add_argument("--model-dir", default="models/latest", help="where to save the model (default: models/latest)")
-    p.add_argument("--cache-dir", default="cache", help="feature cache folder (default: cache)")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0, help="fixes the split and the initial weights")
     p.add_argument("--split", choices=["random", "speaker"], default="random")
     p.add_argument("--test-speakers", type=parse_speakers, default=list(DEFAULT_TEST_SPEAKERS),
                    help="for --split speaker: RAVDESS actor numbers or names like tess-OAF "
                         "(default: 21,22,23,24)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --model-dir")
+    add_recipe_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -175,34 +236,25 @@ def main(argv=None):
 def run(args):
     if Path(args.model_dir).exists() and not args.overwrite:
         raise FileExistsError(f"{args.model_dir} already exists; pass --overwrite to replace it")
-    config = features.FeatureConfig()
-    clips, summary = features.index_corpus(args.data_dir)
-    print(f"found {len(clips)} clips: " + ", ".join(f"{n} {c}" for c, n in clips["corpus"].value_counts().items()))
-    for line in summary.lines():
-        print(line)
-    start = time.perf_counter()
-    data = features.load_features(clips, config, args.cache_dir)
-    print(f"features {data.X.shape} in {time.perf_counter() - start:.1f} s "
-          f"({data.n_extracted} extracted, {len(data.X) - data.n_extracted} from cache)")
-    if data.skip_line():
-        print(data.skip_line())
-
-    clips = data.clips
+    X, clips = recipe_features(args)
     side = (random_split(clips, args.seed) if args.split == "random"
             else speaker_split(clips, args.test_speakers, args.seed))
     y = clips["emotion"].map(features.EMOTIONS.index).to_numpy()
     parts = {name: side == name for name in ("train", "val", "test")}
     print("split: " + ", ".join(f"{name} {mask.sum()}" for name, mask in parts.items()))
 
-    model, history, best_epoch = train(data.X[parts["train"]], y[parts["train"]], data.X[parts["val"]],
-                                       y[parts["val"]], args.epochs, args.batch_size, args.seed)
+    model, history, best_epoch = train(X[parts["train"]], y[parts["train"]], X[parts["val"]], y[parts["val"]],
+                                       args.epochs, args.batch_size, args.seed, model_name=args.model,
+                                       augment=args.augment)
     best = history.loc[best_epoch]
     print(f"best epoch {best_epoch}: val_accuracy {best['val_accuracy']:.3f}, val_loss {best['val_loss']:.3f}")
 
+    training = recipe(args)
     metadata = {
         "labels": list(features.EMOTIONS),
-        "feature_config": config.to_dict(),
-        "model": "seed",
+        "feature_config": training.pop("feature_config"),
+        "model": training.pop("model"),
+        "speaker_norm": training.pop("speaker_norm"),
         "data_dir": str(Path(args.data_dir).resolve()),
         "split": {
             "method": args.split,
@@ -211,8 +263,7 @@ def run(args):
             "val_speakers": sorted(set(clips.loc[parts["val"], "speaker"])) if args.split == "speaker" else None,
             **{name: clips.loc[mask, "relpath"].tolist() for name, mask in parts.items()},
         },
-        "training": {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-                     "best_epoch": int(best_epoch)},
+        "training": {**training, "best_epoch": int(best_epoch)},
         "validation": {"accuracy": float(best["val_accuracy"]), "loss": float(best["val_loss"]),
                        "n": int(parts["val"].sum())},
         "versions": library_versions(),

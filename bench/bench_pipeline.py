@@ -1,6 +1,6 @@
 """Benchmark of the training pipeline on the full corpora: extraction speed, cache speed, epoch time, accuracy.
 
-    python bench/bench_pipeline.py --data-dir ../shared/datasets [--seeds 0 1 2] [--epochs 50]
+    python bench/bench_pipeline.py --data-dir ../shared/datasets [--seeds 0 1 2] [recipe options of train_model.py]
 
 Cold extraction uses a fresh cache folder (the audio files themselves may be in the OS page
 cache); librosa's one-off numba compilation is paid before the clock starts.
@@ -23,9 +23,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="data")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--splits", nargs="+", choices=["random", "speaker"], default=["random", "speaker"])
+    train_model.add_recipe_arguments(p)
     args = p.parse_args()
-    config = features.FeatureConfig()
+    config = features.FeatureConfig(trim_db=args.trim_db, deltas=args.deltas)
 
     clips, _ = features.index_corpus(args.data_dir)
     features.clip_features(clips["path"][0], config)  # numba compilation, outside the timings
@@ -41,17 +42,20 @@ def main():
     print(f"cold extraction: {cold:.1f} s, {len(data.X) / cold:.0f} files/s")
     print(f"cached load (index + cache): {cached:.2f} s")
 
+    X = features.standardise_per_speaker(data.X, data.clips["speaker"]) if args.speaker_norm else data.X
     y = data.clips["emotion"].map(features.EMOTIONS.index).to_numpy()
-    for split in ["random", "speaker"]:
+    print(f"recipe: {train_model.recipe(args)}")
+    for split in args.splits:
         results = []
         for seed in args.seeds:
             side = (train_model.random_split(data.clips, seed) if split == "random" else
                     train_model.speaker_split(data.clips, list(train_model.DEFAULT_TEST_SPEAKERS), seed))
             tr, va, te = (side == "train"), (side == "val"), (side == "test")
             start = time.perf_counter()
-            model, _, best_epoch = train_model.train(data.X[tr], y[tr], data.X[va], y[va], args.epochs, 32, seed, verbose=0)
+            model, _, best_epoch = train_model.train(X[tr], y[tr], X[va], y[va], args.epochs, args.batch_size, seed,
+                                                     model_name=args.model, augment=args.augment, verbose=0)
             per_epoch = (time.perf_counter() - start) / args.epochs
-            ev = test_model.evaluate(model.predict(data.X[te], batch_size=256, verbose=0), data.clips[te],
+            ev = test_model.evaluate(model.predict(X[te], batch_size=256, verbose=0), data.clips[te],
                                      list(features.EMOTIONS))
             results.append(ev)
             parts = "  ".join(f"{c} {s['accuracy']:.3f}" for c, s in ev["per_corpus"].items())

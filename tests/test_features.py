@@ -235,3 +235,55 @@ def test_corrupt_cache_is_rebuilt(small_corpus, tmp_path, caplog):
     assert "unreadable" in caplog.text and "rebuilding" in caplog.text
     np.testing.assert_array_equal(good.X, rebuilt.X)
     assert F.load_features(clips, CONFIG, cache_dir=tmp_path).n_extracted == 0
+
+
+def test_trimming_removes_the_corpus_padding_signature(datasets):
+    """Trimmed, a RAVDESS clip and a TESS clip are padded by how long their speech is, not by their corpus."""
+    trimmed = FeatureConfig(trim_db=30)
+    ravdess = F.load_audio(datasets / "ravdess/Actor_01/03-01-05-01-01-01-01.flac", 22050)
+    kept = librosa.effects.trim(F.peak_normalise(ravdess), top_db=30)[0]
+    assert len(kept) < len(ravdess) - 22050 // 2  # RAVDESS clips carry seconds of silence
+    np.testing.assert_allclose(F.waveform_features(ravdess, trimmed),
+                               F.mfcc_sequence(F.fix_length(kept, trimmed.n_samples), trimmed), atol=1e-5)
+    assert trimmed.digest() != CONFIG.digest()
+
+
+def test_deltas_triple_the_features():
+    config = FeatureConfig(deltas=True)
+    y = np.sin(np.linspace(0, 3000, 22050 * 2)).astype(np.float32) * np.linspace(0, 1, 22050 * 2, dtype=np.float32)
+    X = F.waveform_features(y, config)
+    assert X.shape == config.shape == (130, 39)
+    np.testing.assert_array_equal(X[:, :13], F.waveform_features(y, CONFIG))
+    np.testing.assert_allclose(X[:, 13:26], librosa.feature.delta(X[:, :13], axis=0), atol=1e-5)
+
+
+def test_speaker_statistics_come_from_that_speaker_only():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(5, 2, (6, 10, 3)), rng.normal(-3, 0.5, (4, 10, 3))]).astype(np.float32)
+    speakers = np.array(["a"] * 6 + ["b"] * 4)
+    Z = F.standardise_per_speaker(X, speakers)
+    for s in "ab":
+        np.testing.assert_allclose(Z[speakers == s].mean(axis=(0, 1)), 0, atol=1e-5)
+        np.testing.assert_allclose(Z[speakers == s].std(axis=(0, 1)), 1, atol=1e-4)
+    # Changing speaker b's clips leaves speaker a's standardised features untouched.
+    X2 = X.copy()
+    X2[speakers == "b"] *= 10
+    np.testing.assert_array_equal(F.standardise_per_speaker(X2, speakers)[:6], Z[:6])
+    np.testing.assert_allclose(Z[:6], (X[:6] - X[:6].mean(axis=(0, 1))) / X[:6].std(axis=(0, 1)), atol=1e-5)
+
+
+def test_augmentation_changes_the_signal_but_not_shape_or_label(datasets):
+    clips, _ = F.index_corpus(datasets)
+    subset = clips.groupby("emotion").head(2)
+    data = F.load_features(subset, CONFIG, cache_dir=None)
+    rng = np.random.default_rng(0)
+    augmented = F.augment_features(data.X, rng)
+    assert augmented.shape == data.X.shape and augmented.dtype == data.X.dtype
+    changed = np.abs(augmented - data.X).reshape(len(data.X), -1).max(axis=1) > 0
+    assert changed.mean() > 0.8  # a zero shift and empty masks can be drawn, rarely
+    assert not np.array_equal(augmented, F.augment_features(data.X, rng))  # fresh every call
+    # Only a shift: the same frames, rolled; the original is untouched.
+    rolled = F.augment_features(data.X, np.random.default_rng(1), max_time_mask=0, max_feature_mask=0)
+    for original, moved in zip(data.X, rolled):
+        assert any(np.array_equal(np.roll(original, s, axis=0), moved) for s in range(-16, 17))
+    assert np.array_equal(data.X, F.load_features(subset, CONFIG, cache_dir=None).X)

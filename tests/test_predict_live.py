@@ -228,3 +228,15 @@ def test_silence_gate_and_levels(full_model):
     assert "silence" in live.hop_line(live.Hop(2.0, live.SILENCE, None, -70.0))
     block = live.hop_block(hop, predictor.labels)
     assert len(block) == 1 + len(F.EMOTIONS) and hop.label.upper() in block[0]
+
+
+def test_running_standardiser_learns_the_session_statistics():
+    rng = np.random.default_rng(0)
+    standardise = live.RunningStandardiser(memory=10)
+    first = rng.normal(4, 3, (130, 13)).astype(np.float32)
+    z = standardise(first)
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-4)  # the first window by its own statistics
+    np.testing.assert_allclose(z.std(axis=0), 1, atol=1e-3)
+    for _ in range(50):  # a new speaker: the statistics follow within a few memories
+        z = standardise(rng.normal(-2, 0.5, (130, 13)).astype(np.float32))
+    assert abs(z.mean()) < 0.2 and abs(z.std() - 1) < 0.2

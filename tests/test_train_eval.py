@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 import features as F
+import predict_live as live
 import test_model
 import train_model
 from conftest import run_script
@@ -142,6 +143,25 @@ def test_existing_model_dir_is_kept_without_overwrite(trained, small_corpus, tmp
     assert (model_dir / "model.keras").read_bytes() == before
 
 
+def test_improved_recipe_options_travel_with_the_model(small_corpus, tmp_path):
+    model_dir = train_model.main(["--data-dir", str(small_corpus), "--model-dir", str(tmp_path / "m"), "--epochs", "2",
+                                  "--cache-dir", str(tmp_path / "cache"), "--split", "speaker", "--model", "pooled",
+                                  "--trim-db", "30", "--speaker-norm", "--augment"])
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    assert meta["model"] == "pooled" and meta["speaker_norm"] is True and meta["training"]["augment"] is True
+    config = F.FeatureConfig.from_dict(meta["feature_config"])
+    assert config.trim_db == 30
+    evaluation = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(tmp_path / "cache")])
+    assert evaluation["n"] == 240
+    # test_model standardises the test speakers by their own statistics, as training did.
+    saved = live.models.load_model_dir(model_dir)
+    clips = F.index_corpus(small_corpus)[0]
+    test = clips[clips["relpath"].isin(meta["split"]["test"])].reset_index(drop=True)
+    X = F.standardise_per_speaker(F.load_features(test, config, tmp_path / "cache").X, test["speaker"])
+    expected = test_model.evaluate(saved.model.predict(X, verbose=0), test, saved.labels)
+    assert expected["accuracy"] == evaluation["accuracy"]
+
+
 def test_overwrite_replaces_the_model_dir(small_corpus, tmp_path):
     model_dir = tmp_path / "m"
     model_dir.mkdir()
@@ -211,3 +231,23 @@ def test_a_folder_per_emotion_corpus_trains_and_evaluates_alone(datasets, tmp_pa
     evaluation = test_model.main(["--model-dir", str(model_dir), "--data-dir", str(tmp_path / "mine"),
                                   "--cache-dir", str(tmp_path / "cache")])
     assert evaluation["n"] == 78 and list(evaluation["per_corpus"]) == ["custom"]
+
+
+def test_augmented_batches_keep_labels_with_their_clips():
+    X = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((10, 130, 13), np.float32)
+    y = np.arange(10)
+    batches = train_model.AugmentedBatches(X, y, batch_size=4, seed=0)
+    assert len(batches) == 3
+    seen = []
+    for i in range(len(batches)):
+        xb, yb = batches[i]
+        assert xb.shape[1:] == (130, 13)
+        assert np.array_equal(xb.mean(axis=(1, 2)), yb)  # each clip is still its own label's clip
+        seen += yb.tolist()
+    assert sorted(seen) == list(range(10))
+
+
+def test_cross_validation_folds_cover_every_actor_once():
+    import evaluate_speakers
+    actors = sorted(a for fold in evaluate_speakers.FOLDS for a in fold)
+    assert actors == list(range(1, 25))
