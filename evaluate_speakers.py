@@ -11,6 +11,7 @@ never heard. Prints accuracy and UAR per fold and their mean ± std, and writes
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -57,6 +58,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    try:
+        return run(args)
+    except (features.CorpusError, train_model.SplitError) as e:
+        sys.exit(f"error: {e}")
+
+
+def run(args) -> dict:
     start = time.perf_counter()
     X, clips = train_model.recipe_features(args)
     if args.without_tess:

@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import json  # noqa: E402
+import logging  # noqa: E402
 import shutil  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -20,6 +21,9 @@ import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
 from features import FeatureConfig  # noqa: E402
+
+# Keras' retracing notices when many models are trained in one process (cross-validation) are not for users.
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"

@@ -251,3 +251,34 @@ def test_cross_validation_folds_cover_every_actor_once():
     import evaluate_speakers
     actors = sorted(a for fold in evaluate_speakers.FOLDS for a in fold)
     assert actors == list(range(1, 25))
+
+
+def test_evaluate_speakers_needs_the_fold_actors(small_corpus, tmp_path):
+    result = run_script("evaluate_speakers.py", "--data-dir", small_corpus, "--cache-dir", tmp_path / "cache",
+                        "--out", tmp_path / "cv", "--epochs", "1")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: test speakers ['ravdess-05'")
+
+
+def test_cross_validation_runs_every_fold_on_unseen_actors(datasets, tmp_path):
+    import evaluate_speakers
+    corpus = tmp_path / "corpus"
+    for actor in range(1, 25):
+        folder = corpus / "ravdess" / f"Actor_{actor:02d}"
+        folder.mkdir(parents=True)
+        for clip in sorted((datasets / "ravdess" / folder.name).iterdir())[::10]:
+            (folder / clip.name).symlink_to(clip)
+    (corpus / "tess").mkdir()
+    for clip in sorted((datasets / "tess" / "OAF_sad").iterdir())[:10]:
+        (corpus / "tess" / clip.name).symlink_to(clip)
+    result = evaluate_speakers.main(["--data-dir", str(corpus), "--cache-dir", str(tmp_path / "cache"),
+                                     "--out", str(tmp_path / "cv"), "--epochs", "1", "--model", "pooled"])
+    saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert [tuple(f["actors"]) for f in saved["folds"]] == evaluate_speakers.FOLDS
+    for fold in saved["folds"]:
+        assert not {int(s[-2:]) for s in fold["val_speakers"]} & set(fold["actors"])
+        assert fold["n"] == 6 * len(fold["actors"])
+    assert np.array(saved["confusion_matrix"]).sum() == 24 * 6  # every RAVDESS clip tested once, no TESS
+    assert saved["recipe"]["model"] == "pooled"
+    assert (tmp_path / "cv" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
