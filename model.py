@@ -29,6 +29,12 @@ MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 
 
+def compiled(model: keras.Model) -> keras.Model:
+    """The model compiled as every model here trains: Adam, sparse cross-entropy, accuracy."""
+    model.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def build_seed_cnn(input_shape: tuple[int, int], n_classes: int,
                    normalizer: layers.Normalization | None = None) -> keras.Model:
     """The reference 1D CNN over (frames, coefficients) MFCC sequences, compiled with Adam.
@@ -51,9 +57,7 @@ def build_seed_cnn(input_shape: tuple[int, int], n_classes: int,
         layers.Dense(64, activation="relu"),
         layers.Dense(n_classes, activation="softmax"),
     ], name="seed_cnn")
-    model.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    return model
+    return compiled(model)
 
 
 def build_pooled_cnn(input_shape: tuple[int, int], n_classes: int,
@@ -72,9 +76,7 @@ def build_pooled_cnn(input_shape: tuple[int, int], n_classes: int,
         layers.Dense(64, activation="relu"),
         layers.Dense(n_classes, activation="softmax"),
     ], name="pooled_cnn")
-    model.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    return model
+    return compiled(model)
 
 
 MODELS = {"seed": build_seed_cnn, "pooled": build_pooled_cnn}
