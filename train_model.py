@@ -190,16 +190,20 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default="cache", help="feature cache folder (default: cache)")
 
 
+def recipe_config(args) -> features.FeatureConfig:
+    """The feature config that the recipe options ask for."""
+    return features.FeatureConfig(trim_db=args.trim_db, deltas=args.deltas)
+
+
 def recipe(args) -> dict:
-    """The recipe options as saved in metadata.json."""
+    """The recipe options, as cross-validation and benchmark results record them."""
     return {"model": args.model, "speaker_norm": args.speaker_norm, "augment": args.augment, "epochs": args.epochs,
-            "batch_size": args.batch_size, "seed": args.seed,
-            "feature_config": features.FeatureConfig(trim_db=args.trim_db, deltas=args.deltas).to_dict()}
+            "batch_size": args.batch_size, "seed": args.seed, "feature_config": recipe_config(args).to_dict()}
 
 
 def recipe_features(args) -> tuple[np.ndarray, pd.DataFrame]:
     """Index --data-dir and return (model input X, the index rows of X) for the recipe in args."""
-    config = features.FeatureConfig(trim_db=args.trim_db, deltas=args.deltas)
+    config = recipe_config(args)
     clips, summary = features.index_corpus(args.data_dir)
     print(f"found {len(clips)} clips: " + ", ".join(f"{n} {c}" for c, n in clips["corpus"].value_counts().items()))
     for line in summary.lines():
@@ -249,12 +253,11 @@ def run(args):
     best = history.loc[best_epoch]
     print(f"best epoch {best_epoch}: val_accuracy {best['val_accuracy']:.3f}, val_loss {best['val_loss']:.3f}")
 
-    training = recipe(args)
     metadata = {
         "labels": list(features.EMOTIONS),
-        "feature_config": training.pop("feature_config"),
-        "model": training.pop("model"),
-        "speaker_norm": training.pop("speaker_norm"),
+        "feature_config": recipe_config(args).to_dict(),
+        "model": args.model,
+        "speaker_norm": args.speaker_norm,  # test_model.py and predict_live.py standardise the same way
         "data_dir": str(Path(args.data_dir).resolve()),
         "split": {
             "method": args.split,
@@ -263,7 +266,8 @@ def run(args):
             "val_speakers": sorted(set(clips.loc[parts["val"], "speaker"])) if args.split == "speaker" else None,
             **{name: clips.loc[mask, "relpath"].tolist() for name, mask in parts.items()},
         },
-        "training": {**training, "best_epoch": int(best_epoch)},
+        "training": {"augment": args.augment, "epochs": args.epochs, "batch_size": args.batch_size,
+                     "seed": args.seed, "best_epoch": int(best_epoch)},
         "validation": {"accuracy": float(best["val_accuracy"]), "loss": float(best["val_loss"]),
                        "n": int(parts["val"].sum())},
         "versions": library_versions(),

@@ -26,7 +26,7 @@ def main():
     p.add_argument("--splits", nargs="+", choices=["random", "speaker"], default=["random", "speaker"])
     train_model.add_recipe_arguments(p)
     args = p.parse_args()
-    config = features.FeatureConfig(trim_db=args.trim_db, deltas=args.deltas)
+    config = train_model.recipe_config(args)
 
     clips, _ = features.index_corpus(args.data_dir)
     features.clip_features(clips["path"][0], config)  # numba compilation, outside the timings
