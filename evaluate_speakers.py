@@ -29,12 +29,12 @@ def cross_validate(X: np.ndarray, clips, args) -> dict:
     labels = list(features.EMOTIONS)
     y = clips["emotion"].map(labels.index).to_numpy()
     folds, confusion = [], np.zeros((len(labels), len(labels)), dtype=int)
+    versions = train_model.training_versions(args, X, clips)
     for k, actors in enumerate(FOLDS):
         start = time.perf_counter()
         side = train_model.speaker_split(clips, [f"ravdess-{a:02d}" for a in actors], seed=args.seed + k)
         tr, va, te = side == "train", side == "val", side == "test"
-        model, _, best_epoch = train_model.train(X[tr], y[tr], X[va], y[va], args.epochs, args.batch_size,
-                                                 args.seed + k, model_name=args.model, augment=args.augment,
+        model, _, best_epoch = train_model.train([V[tr] for V in versions], y[tr], X[va], y[va], args, args.seed + k,
                                                  verbose=0)
         ev = test_model.evaluate(model.predict(X[te], batch_size=256, verbose=0), clips[te], labels)
         confusion += np.array(ev["confusion_matrix"])
@@ -55,7 +55,7 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=Path("results/speakers"))
     p.add_argument("--without-tess", action="store_true", help="train on RAVDESS alone")
     train_model.add_recipe_arguments(p)
-    args = p.parse_args(argv)
+    args = train_model.apply_recipe(p.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     try:

@@ -309,37 +309,55 @@ def mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
 
 
+def log_mel_spectrogram(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Mel power spectrogram of y (n,) at config.sample_rate in dB (ref 1.0), as (n_mels, frames)."""
+    power = np.abs(librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length)) ** 2
+    return librosa.power_to_db(mel_basis(config.sample_rate, config.n_fft, config.n_mels) @ power)
+
+
 def mfcc_sequence(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """MFCCs of y (n,) at config.sample_rate, as (frames, n_mfcc) float32.
 
     Equal to `librosa.feature.mfcc(y=y, sr=..., n_mfcc=..., n_fft=..., hop_length=...)` transposed,
     with the mel filterbank cached across calls.
     """
-    power = np.abs(librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length)) ** 2
-    log_mel = librosa.power_to_db(mel_basis(config.sample_rate, config.n_fft, config.n_mels) @ power)
-    return librosa.feature.mfcc(S=log_mel, n_mfcc=config.n_mfcc).T.astype(np.float32)
+    return librosa.feature.mfcc(S=log_mel_spectrogram(y, config), n_mfcc=config.n_mfcc).T.astype(np.float32)
 
 
-def waveform_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Model input config.shape = (frames, features) for a mono waveform already at config.sample_rate.
+def model_window(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The config.n_samples the model hears of a mono waveform y at config.sample_rate.
 
-    Peak-normalises, trims silence at both ends (if config.trim_db), fixes the length to
-    config.window_s around the centre, takes MFCCs (and their deltas). Raises SkipClip("silent").
+    Peak-normalises, trims silence at both ends (if config.trim_db), and fixes the length to
+    config.window_s around the centre. Raises SkipClip("silent").
     """
     y = peak_normalise(y)
     if config.trim_db is not None:
         # Without this, how much silence pads a clip says which corpus (and so which emotions) it is from.
         y = librosa.effects.trim(y, top_db=config.trim_db)[0]
-    mfcc = mfcc_sequence(fix_length(y, config.n_samples), config)
+    return fix_length(y, config.n_samples)
+
+
+def waveform_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Model input config.shape = (frames, features) for a mono waveform already at config.sample_rate:
+    MFCCs (and their deltas) of its model_window. Raises SkipClip("silent").
+    """
+    mfcc = mfcc_sequence(model_window(y, config), config)
     if not config.deltas:
         return mfcc
     d1 = librosa.feature.delta(mfcc, axis=0)
     return np.concatenate([mfcc, d1, librosa.feature.delta(mfcc, axis=0, order=2)], axis=1).astype(np.float32)
 
 
-def clip_features(path: str | Path, config: FeatureConfig) -> np.ndarray:
-    """Model input config.shape for one audio file. Raises SkipClip with the reason."""
-    return waveform_features(load_audio(path, config.sample_rate), config)
+def speed_perturbed(y: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
+    """y (n,) at sample_rate played `factor` times as fast, so also `factor` times as high: Kaldi-style
+    speed perturbation, by resampling as if y had been recorded at sample_rate * factor."""
+    return resample(y, round(sample_rate * factor), sample_rate)
+
+
+def clip_features(path: str | Path, config: FeatureConfig, speed: float = 1.0) -> np.ndarray:
+    """Model input config.shape for one audio file, optionally speed-perturbed. Raises SkipClip with the reason."""
+    y = load_audio(path, config.sample_rate)
+    return waveform_features(y if speed == 1.0 else speed_perturbed(y, speed, config.sample_rate), config)
 
 
 def standardise_per_speaker(X: np.ndarray, speakers) -> np.ndarray:
@@ -420,9 +438,9 @@ def file_key(path: str | Path) -> str:
     return f"{path}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def _features_or_reason(path: str, config: FeatureConfig) -> np.ndarray | str:
+def _features_or_reason(path: str, config: FeatureConfig, speed: float) -> np.ndarray | str:
     try:
-        return clip_features(path, config)
+        return clip_features(path, config, speed)
     except SkipClip as skip:
         return str(skip)
 
@@ -453,21 +471,22 @@ def write_cache(cache_file: Path, config: FeatureConfig, features: dict[str, np.
 
 
 def load_features(clips: pd.DataFrame, config: FeatureConfig, cache_dir: str | Path | None = "cache",
-                  workers: int | None = None) -> FeatureSet:
-    """Features of every clip in an index table, from the cache where it has them.
+                  workers: int | None = None, speed: float = 1.0) -> FeatureSet:
+    """Features of every clip in an index table (speed-perturbed by `speed`), from the cache where it has them.
 
-    The cache is one .npz per config digest in cache_dir (None: no cache), keyed by each file's
-    path, size and mtime, so edited files are recomputed and a second run extracts nothing.
+    The cache is one .npz per config digest (and speed) in cache_dir (None: no cache), keyed by each
+    file's path, size and mtime, so edited files are recomputed and a second run extracts nothing.
     Missing clips are extracted on `workers` threads (default: all cores) with a progress bar.
     """
-    cache_file = Path(cache_dir) / f"mfcc-{config.digest()}.npz" if cache_dir is not None else None
+    name = f"mfcc-{config.digest()}" + ("" if speed == 1.0 else f"-speed{speed:g}")
+    cache_file = Path(cache_dir) / f"{name}.npz" if cache_dir is not None else None
     cached, cached_skips = read_cache(cache_file, config) if cache_file else ({}, {})
     keys = [file_key(p) for p in clips["path"]]
     todo = [(k, p) for k, p in zip(keys, clips["path"]) if k not in cached and k not in cached_skips]
     if todo:
         # Each thread runs its own FFTs; a multi-threaded BLAS underneath only fights them for cores.
         with threadpool_limits(1), ThreadPoolExecutor(workers or os.cpu_count()) as pool:
-            results = pool.map(_features_or_reason, [p for _, p in todo], [config] * len(todo))
+            results = pool.map(_features_or_reason, [p for _, p in todo], [config] * len(todo), [speed] * len(todo))
             for (key, _), result in tqdm(zip(todo, results), total=len(todo), desc="MFCC", unit="clip",
                                          disable=None):
                 if isinstance(result, str):

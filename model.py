@@ -2,7 +2,8 @@
 
 A model directory holds `model.keras` and `metadata.json` (labels in output order, the
 FeatureConfig, the split, training options, library versions). `save_model_dir` writes it
-atomically; `load_model_dir` reads it back with Keras' safe mode on.
+atomically; `load_model_dir` reads it back with Keras' safe mode on. export_model.py adds
+`model.tflite` (and `model-int8.tflite`, `model.onnx`); `load_exported` runs those.
 """
 import os
 
@@ -10,9 +11,11 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
+import sys  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -27,17 +30,24 @@ logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
+TFLITE_FILE = "model.tflite"  # written by export_model.py, float32
+TFLITE_INT8_FILE = "model-int8.tflite"  # export_model.py --int8: dynamic-range int8 weights
+ONNX_FILE = "model.onnx"  # export_model.py --onnx
 
 
-def compiled(model: keras.Model) -> keras.Model:
-    """The model compiled as every model here trains: Adam, sparse cross-entropy, accuracy."""
-    model.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+def compiled(model: keras.Model, learning_rate=1e-3, label_smoothing: float = 0.0) -> keras.Model:
+    """The model compiled as every model here trains: Adam, cross-entropy on one-hot labels, accuracy.
+
+    learning_rate: a float (Adam's default 1e-3 for the reference) or a Keras schedule.
+    """
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing), metrics=["accuracy"])
     return model
 
 
 def build_seed_cnn(input_shape: tuple[int, int], n_classes: int,
                    normalizer: layers.Normalization | None = None) -> keras.Model:
-    """The reference 1D CNN over (frames, coefficients) MFCC sequences, compiled with Adam.
+    """The reference 1D CNN over (frames, coefficients) MFCC sequences, not yet compiled.
 
     `normalizer`, an adapted Normalization layer, standardises each coefficient inside the
     model so the training statistics travel with it.
@@ -57,13 +67,13 @@ def build_seed_cnn(input_shape: tuple[int, int], n_classes: int,
         layers.Dense(64, activation="relu"),
         layers.Dense(n_classes, activation="softmax"),
     ], name="seed_cnn")
-    return compiled(model)
+    return model
 
 
 def build_pooled_cnn(input_shape: tuple[int, int], n_classes: int,
                      normalizer: layers.Normalization | None = None) -> keras.Model:
     """A CNN that pools over time instead of flattening: BatchNorm after each convolution, global
-    average pooling, so a sound means the same wherever it falls in the window. Compiled with Adam."""
+    average pooling, so a sound means the same wherever it falls in the window. Not yet compiled."""
     conv = [layers.Conv1D(n, k, padding="same", use_bias=False) for n, k in [(64, 5), (128, 5), (128, 3)]]
     model = keras.Sequential([
         keras.Input(shape=input_shape),
@@ -76,7 +86,7 @@ def build_pooled_cnn(input_shape: tuple[int, int], n_classes: int,
         layers.Dense(64, activation="relu"),
         layers.Dense(n_classes, activation="softmax"),
     ], name="pooled_cnn")
-    return compiled(model)
+    return model
 
 
 MODELS = {"seed": build_seed_cnn, "pooled": build_pooled_cnn}
@@ -156,3 +166,75 @@ def load_model_dir(model_dir: str | Path) -> SavedModel:
         raise ModelDirError(f"{model_dir}: model shapes {model.input_shape} -> {model.output_shape} "
                             f"do not match its metadata ({len(labels)} labels, features {config.shape})")
     return SavedModel(model=model, metadata=metadata, labels=labels, config=config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exported models (export_model.py): the same probabilities without Keras.
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what native code writes to file descriptor 2 (LiteRT's "INFO: Created ... delegate")."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class TFLiteModel:
+    """Class probabilities (n, classes) for features X (n, frames, coefficients) from a .tflite file,
+    through the LiteRT interpreter (the ai-edge-litert package, TensorFlow Lite's successor)."""
+
+    def __init__(self, path: str | Path, num_threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+        with quiet_native_stderr():
+            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.batch = 1
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if len(X) != self.batch:  # the batch dimension is dynamic; resizing costs a re-allocation
+            self.interpreter.resize_tensor_input(self.input, X.shape)
+            self.interpreter.allocate_tensors()
+            self.batch = len(X)
+        self.interpreter.set_tensor(self.input, X)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output).copy()
+
+
+class OnnxModel:
+    """Class probabilities (n, classes) for features X (n, frames, coefficients) from a .onnx file, through
+    onnxruntime on the CPU."""
+
+    def __init__(self, path: str | Path, num_threads: int = 1):
+        import onnxruntime
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = num_threads
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: np.asarray(X, dtype=np.float32)})[0]
+
+
+def load_exported(path: str | Path):
+    """A TFLiteModel or OnnxModel for an exported file, by its suffix. Raises ModelDirError if it is missing
+    or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        flag = {ONNX_FILE: " --onnx", TFLITE_INT8_FILE: " --int8"}.get(path.name, "")
+        raise ModelDirError(f"no exported model at {path}; write it with: python export_model.py "
+                            f"--model-dir {path.parent}{flag}")
+    try:
+        return OnnxModel(path) if path.suffix == ".onnx" else TFLiteModel(path)
+    except Exception as e:  # noqa: BLE001 - the runtimes raise many kinds for a bad file
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelDirError(f"cannot load {path}: {reason[:200]}") from None

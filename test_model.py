@@ -125,17 +125,24 @@ def main(argv=None):
         sys.exit(f"error: {e}")
 
 
-def run(args) -> dict:
-    saved = models.load_model_dir(args.model_dir)
-    clips, what = clips_to_evaluate(saved, args.data_dir)
-    data = features.load_features(clips, saved.config, args.cache_dir)
+def model_inputs(saved: models.SavedModel, data_dir: str | None, cache_dir) -> tuple[np.ndarray, pd.DataFrame, str]:
+    """(model input X, its index rows, a description) of the clips that clips_to_evaluate picks,
+    standardised per speaker if the model was trained so. Raises CorpusError if none is readable."""
+    clips, what = clips_to_evaluate(saved, data_dir)
+    data = features.load_features(clips, saved.config, cache_dir)
     if data.skip_line():
         print(data.skip_line())
     if len(data.X) == 0:
         raise features.CorpusError("no clip left to evaluate")
     X = features.standardise_per_speaker(data.X, data.clips["speaker"]) if saved.metadata.get("speaker_norm") else data.X
+    return X, data.clips, what
+
+
+def run(args) -> dict:
+    saved = models.load_model_dir(args.model_dir)
+    X, clips, what = model_inputs(saved, args.data_dir, args.cache_dir)
     probabilities = saved.model.predict(X, batch_size=256, verbose=0)
-    evaluation = evaluate(probabilities, data.clips, saved.labels)
+    evaluation = evaluate(probabilities, clips, saved.labels)
     print(f"{args.model_dir} on {what}:")
     print(report_text(evaluation))
 

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
+from sklearn.utils.class_weight import compute_class_weight  # noqa: E402
 
 import features  # noqa: E402
 import model as models  # noqa: E402
@@ -111,43 +112,64 @@ class KeepBestWeights(models.keras.callbacks.Callback):
 
 
 class AugmentedBatches(models.keras.utils.PyDataset):
-    """Shuffled training batches, each passed through features.augment_features afresh every epoch."""
+    """Shuffled training batches drawn afresh every epoch: each clip as one of its versions (the
+    original and its speed-perturbed copies), chosen at random, and passed through
+    features.augment_features if spec_augment."""
 
-    def __init__(self, X, y, batch_size: int, seed: int):
+    def __init__(self, versions: list[np.ndarray], y, batch_size: int, seed: int, spec_augment: bool = True):
         super().__init__()
-        self.X, self.y, self.batch_size = X, y, batch_size
+        self.versions, self.y, self.batch_size, self.spec_augment = versions, y, batch_size, spec_augment
         self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(X))
+        self.on_epoch_end()
 
     def __len__(self):
-        return -(-len(self.X) // self.batch_size)
+        return -(-len(self.y) // self.batch_size)
 
     def __getitem__(self, i):
         batch = self.order[i * self.batch_size:(i + 1) * self.batch_size]
-        return features.augment_features(self.X[batch], self.rng), self.y[batch]
+        X = np.stack([self.versions[v][j] for v, j in zip(self.version[batch], batch)])
+        return (features.augment_features(X, self.rng) if self.spec_augment else X), self.y[batch]
 
     def on_epoch_end(self):
-        self.order = self.rng.permutation(len(self.X))
+        self.order = self.rng.permutation(len(self.y))
+        self.version = self.rng.integers(0, len(self.versions), size=len(self.y))
 
 
-def train(X_train, y_train, X_val, y_val, epochs: int, batch_size: int, seed: int, model_name: str = "seed",
-          augment: bool = False, verbose: int | None = None):
-    """Fit models.MODELS[model_name]. Returns (model with the best epoch's weights, history table, best epoch).
+def train(X_train, y_train, X_val, y_val, recipe: argparse.Namespace, seed: int, verbose: int | None = None):
+    """Fit models.MODELS[recipe.model] as the recipe (the options of add_recipe_arguments) says.
 
-    augment: train on features.augment_features variants, drawn anew each epoch.
+    X_train: (n, frames, features), or a list of such arrays: aligned versions of the same clips
+    (see training_versions), the first the original, one drawn per clip each epoch.
+    Returns (model with the best epoch's weights, history table, best epoch).
     verbose: Keras' fit verbosity; default a progress bar on a terminal, a line per epoch elsewhere.
     """
+    versions = X_train if isinstance(X_train, list) else [X_train]
     models.keras.utils.set_random_seed(seed)
-    model = models.MODELS[model_name](X_train.shape[1:], len(features.EMOTIONS),
-                                      normalizer=models.feature_normalizer(X_train))
+    model = models.MODELS[recipe.model](versions[0].shape[1:], len(features.EMOTIONS),
+                                        normalizer=models.feature_normalizer(versions[0]))
+    steps = -(-len(y_train) // recipe.batch_size)
+    learning_rate = (models.keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=recipe.epochs * steps)
+                     if recipe.lr_schedule == "cosine" else 1e-3)
+    models.compiled(model, learning_rate, recipe.label_smoothing)
+    onehot = np.eye(len(features.EMOTIONS), dtype="float32")
+    if recipe.augment or len(versions) > 1:
+        data = {"x": AugmentedBatches(versions, onehot[y_train], recipe.batch_size, seed, recipe.augment)}
+    else:
+        data = {"x": versions[0], "y": onehot[y_train], "batch_size": recipe.batch_size}
     best = KeepBestWeights()
-    data = {"x": AugmentedBatches(X_train, y_train, batch_size, seed)} if augment else \
-        {"x": X_train, "y": y_train, "batch_size": batch_size}
-    fit = model.fit(**data, validation_data=(X_val, y_val), epochs=epochs, callbacks=[best],
+    fit = model.fit(**data, validation_data=(X_val, onehot[y_val]), epochs=recipe.epochs, callbacks=[best],
+                    class_weight=balanced_class_weights(y_train) if recipe.class_weights else None,
                     verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
     history = pd.DataFrame(fit.history).rename_axis("epoch")
     history.index += 1
     return model, history, best.best_epoch
+
+
+def balanced_class_weights(y: np.ndarray) -> dict[int, float]:
+    """{class index: n / (n_classes_present * count)} for the classes in y, so each class weighs the same."""
+    present = np.unique(y)
+    weights = compute_class_weight("balanced", classes=present, y=y)
+    return {int(c): float(w) for c, w in zip(present, weights)}
 
 
 def plot_training_curves(history: pd.DataFrame, best_epoch: int, path) -> None:
@@ -174,20 +196,65 @@ def library_versions() -> dict:
     return found
 
 
+# How a model is made, by name; --recipe picks one and any recipe option given overrides it.
+RECIPES = {
+    # The seed's recipe exactly: its CNN on untrimmed MFCCs, Adam at 1e-3, nothing else.
+    "reference": {"model": "seed", "trim_db": None, "deltas": False, "speaker_norm": False, "augment": False,
+                  "speed_perturb": False, "lr_schedule": "constant", "label_smoothing": 0.0, "class_weights": False},
+    # The best on speakers never heard (README, Results).
+    "pooled": {"model": "pooled", "trim_db": 30.0, "deltas": False, "speaker_norm": True, "augment": True,
+               "speed_perturb": False, "lr_schedule": "cosine", "label_smoothing": 0.0, "class_weights": False},
+}
+DEFAULT_RECIPE = "reference"
+SPEEDS = (0.9, 1.1)  # --speed-perturb: Kaldi's factors
+
+
+def optional_db(text: str) -> float | None:
+    """'30' -> 30.0; 'none' -> None (no trimming)."""
+    return None if text.lower() == "none" else float(text)
+
+
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
-    """The options that define how a model is made, shared with evaluate_speakers.py."""
-    p.add_argument("--model", choices=list(models.MODELS), default="seed",
-                   help="seed: the reference CNN; pooled: BatchNorm + global average pooling (default: seed)")
-    p.add_argument("--trim-db", type=float, default=None,
-                   help="trim leading/trailing audio this many dB below the peak before fixing the window")
-    p.add_argument("--deltas", action="store_true", help="append MFCC deltas and delta-deltas")
-    p.add_argument("--speaker-norm", action="store_true",
+    """The options that define how a model is made, shared with evaluate_speakers.py and the benchmarks.
+
+    Call apply_recipe on the parsed arguments: options not given take the --recipe's value.
+    """
+    p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
+                   help=f"a named set of the options below (default: {DEFAULT_RECIPE}); "
+                        + "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in r.items())
+                                    for name, r in RECIPES.items()))
+    given = {"default": argparse.SUPPRESS}  # so apply_recipe can tell an option given from one left out
+    p.add_argument("--model", choices=list(models.MODELS), **given,
+                   help="seed: the reference CNN; pooled: BatchNorm + global average pooling")
+    p.add_argument("--trim-db", type=optional_db, **given,
+                   help="trim leading/trailing audio this many dB below the peak before fixing the window; "
+                        "none: no trimming")
+    p.add_argument("--deltas", action=argparse.BooleanOptionalAction, **given,
+                   help="append MFCC deltas and delta-deltas")
+    p.add_argument("--speaker-norm", action=argparse.BooleanOptionalAction, **given,
                    help="standardise features per speaker (live: per session, from running statistics)")
-    p.add_argument("--augment", action="store_true", help="time shift and SpecAugment-style masks while training")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, **given,
+                   help="time shift and SpecAugment-style masks while training")
+    p.add_argument("--speed-perturb", action=argparse.BooleanOptionalAction, **given,
+                   help=f"train on each clip also played at {' and '.join(f'{f:g}' for f in SPEEDS)} times the speed "
+                        "(and pitch), one version drawn per clip each epoch")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], **given,
+                   help="Adam's learning rate: constant 1e-3 (the reference), or cosine decay from 1e-3 to 0")
+    p.add_argument("--label-smoothing", type=float, **given, help="label smoothing of the cross-entropy")
+    p.add_argument("--class-weights", action=argparse.BooleanOptionalAction, **given,
+                   help="weigh classes inversely to their frequency")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="fixes the split and the initial weights")
     p.add_argument("--cache-dir", default="cache", help="feature cache folder (default: cache)")
+
+
+def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
+    """args with every recipe option that was not given set from RECIPES[args.recipe]."""
+    for name, value in RECIPES[args.recipe].items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return args
 
 
 def recipe_config(args) -> features.FeatureConfig:
@@ -197,8 +264,15 @@ def recipe_config(args) -> features.FeatureConfig:
 
 def recipe(args) -> dict:
     """The recipe options, as cross-validation and benchmark results record them."""
-    return {"model": args.model, "speaker_norm": args.speaker_norm, "augment": args.augment, "epochs": args.epochs,
-            "batch_size": args.batch_size, "seed": args.seed, "feature_config": recipe_config(args).to_dict()}
+    return {"recipe": args.recipe, "model": args.model, "speaker_norm": args.speaker_norm, **training_options(args),
+            "feature_config": recipe_config(args).to_dict()}
+
+
+def training_options(args) -> dict:
+    """The recipe options that concern training alone."""
+    return {"augment": args.augment, "speed_perturb": args.speed_perturb, "epochs": args.epochs, "batch_size": args.batch_size,
+            "lr_schedule": args.lr_schedule, "label_smoothing": args.label_smoothing,
+            "class_weights": args.class_weights, "seed": args.seed}
 
 
 def recipe_features(args) -> tuple[np.ndarray, pd.DataFrame]:
@@ -218,6 +292,22 @@ def recipe_features(args) -> tuple[np.ndarray, pd.DataFrame]:
     return X, data.clips
 
 
+def training_versions(args, X: np.ndarray, clips: pd.DataFrame) -> list[np.ndarray]:
+    """[X] and, with --speed-perturb, X's clips at each of SPEEDS (standardised per speaker like X), aligned
+    with X. A clip that gives no features at some speed keeps its original there."""
+    if not args.speed_perturb:
+        return [X]
+    config, versions = recipe_config(args), [X]
+    for speed in SPEEDS:
+        data = features.load_features(clips, config, args.cache_dir, speed=speed)
+        V = features.standardise_per_speaker(data.X, data.clips["speaker"]) if args.speaker_norm else data.X
+        row = pd.Series(np.arange(len(clips)), index=clips["path"])[data.clips["path"]].to_numpy()
+        version = X.copy()
+        version[row] = V
+        versions.append(version)
+    return versions
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="data", help="folder holding RAVDESS and/or TESS (default: data)")
@@ -228,7 +318,7 @@ def main(argv=None):
                         "(default: 21,22,23,24)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --model-dir")
     add_recipe_arguments(p)
-    args = p.parse_args(argv)
+    args = apply_recipe(p.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     try:
@@ -247,15 +337,15 @@ def run(args):
     parts = {name: side == name for name in ("train", "val", "test")}
     print("split: " + ", ".join(f"{name} {mask.sum()}" for name, mask in parts.items()))
 
-    model, history, best_epoch = train(X[parts["train"]], y[parts["train"]], X[parts["val"]], y[parts["val"]],
-                                       args.epochs, args.batch_size, args.seed, model_name=args.model,
-                                       augment=args.augment)
+    versions = [V[parts["train"]] for V in training_versions(args, X, clips)]
+    model, history, best_epoch = train(versions, y[parts["train"]], X[parts["val"]], y[parts["val"]], args, args.seed)
     best = history.loc[best_epoch]
     print(f"best epoch {best_epoch}: val_accuracy {best['val_accuracy']:.3f}, val_loss {best['val_loss']:.3f}")
 
     metadata = {
         "labels": list(features.EMOTIONS),
         "feature_config": recipe_config(args).to_dict(),
+        "recipe": args.recipe,
         "model": args.model,
         "speaker_norm": args.speaker_norm,  # test_model.py and predict_live.py standardise the same way
         "data_dir": str(Path(args.data_dir).resolve()),
@@ -266,8 +356,7 @@ def run(args):
             "val_speakers": sorted(set(clips.loc[parts["val"], "speaker"])) if args.split == "speaker" else None,
             **{name: clips.loc[mask, "relpath"].tolist() for name, mask in parts.items()},
         },
-        "training": {"augment": args.augment, "epochs": args.epochs, "batch_size": args.batch_size,
-                     "seed": args.seed, "best_epoch": int(best_epoch)},
+        "training": {**training_options(args), "best_epoch": int(best_epoch)},
         "validation": {"accuracy": float(best["val_accuracy"]), "loss": float(best["val_loss"]),
                        "n": int(parts["val"].sum())},
         "versions": library_versions(),

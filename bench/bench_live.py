@@ -3,8 +3,10 @@
     python bench/bench_live.py --model-dir models/seed-cnn [--device-rate 48000] [--hops 300]
 
 Prints median and p95 milliseconds per hop for the way predict_live.py calls the model
-(its compiled predict function), and, for comparison, an eager `model(x)` call and
-`model.predict`. First calls (numba, tracing) are paid before timing.
+(Keras' compiled predict function), the same hop through the exported TFLite model (LiteRT)
+and ONNX model (onnxruntime), and, for comparison, an eager `model(x)` call and
+`model.predict`; ratios are to the Keras hop. Missing exports are written first with
+export_model.py. First calls (numba, tracing) are paid before timing.
 """
 import argparse
 import sys
@@ -15,6 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import features  # noqa: E402
+import export_model  # noqa: E402
 import model as models  # noqa: E402
 import predict_live as live  # noqa: E402
 
@@ -35,17 +38,25 @@ def main():
     p.add_argument("--device-rate", type=int, default=48000)
     p.add_argument("--hops", type=int, default=300)
     args = p.parse_args()
-    saved = models.load_model_dir(args.model_dir)
-    predictor = live.Predictor(saved)
-    classify = live.LiveClassifier(predictor, args.device_rate, smoothing=0)
-    classify.warm_up()
+    model_dir = Path(args.model_dir)
+    saved = models.load_model_dir(model_dir)
+    if not (model_dir / models.TFLITE_FILE).exists() or not (model_dir / models.ONNX_FILE).exists():
+        print(f"exporting {model_dir} (export_model.py --onnx)")
+        export_model.export(model_dir, onnx=True)
+    classifiers = {name: live.LiveClassifier(live.Predictor(saved, exported), args.device_rate, smoothing=0)
+                   for name, exported in [("predict_live (Keras predict_on_batch)", None),
+                                          ("predict_live --tflite (LiteRT)", model_dir / models.TFLITE_FILE),
+                                          ("predict_live --onnx (onnxruntime)", model_dir / models.ONNX_FILE)]}
+    for classify in classifiers.values():
+        classify.warm_up()
 
     clips, _ = features.index_corpus(args.data_dir)
     paths = clips["path"].sample(n=min(args.hops, len(clips)), random_state=0, replace=args.hops > len(clips))
-    windows = [features.fix_length(features.load_audio(p, args.device_rate), classify.window_samples)
-               for p in paths]
+    window_samples = round(saved.config.window_s * args.device_rate)
+    windows = [features.fix_length(features.load_audio(p, args.device_rate), window_samples) for p in paths]
 
-    direct = hop_times_ms(lambda w: classify(w, 0.0), windows)
+    rows = [(name, hop_times_ms(lambda w: classify(w, 0.0), windows)) for name, classify in classifiers.items()]
+    direct = rows[0][1]
 
     def hop_with(call):
         def step(window):
@@ -54,11 +65,10 @@ def main():
         step(windows[0])
         return hop_times_ms(step, windows)
 
-    rows = [("predict_live (predict_on_batch)", direct),
-            ("eager model(x)", hop_with(lambda x: saved.model(x, training=False))),
-            ("model.predict", hop_with(lambda x: saved.model.predict(x, verbose=0)))]
+    rows += [("eager model(x)", hop_with(lambda x: saved.model(x, training=False))),
+             ("model.predict", hop_with(lambda x: saved.model.predict(x, verbose=0)))]
     for name, t in rows:
-        print(f"{name:32} median {np.median(t):6.2f} ms  p95 {np.percentile(t, 95):6.2f} ms  "
+        print(f"{name:40} median {np.median(t):6.2f} ms  p95 {np.percentile(t, 95):6.2f} ms  "
               f"({np.median(t) / np.median(direct):4.1f}x)")
     print(f"{len(direct)} hops of real clips at {args.device_rate} Hz; hop budget {live.DEFAULT_HOP_S * 1000:.0f} ms")
 

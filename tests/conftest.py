@@ -63,3 +63,14 @@ def full_model(datasets, tmp_path_factory):
     model_dir = train_model.main(["--data-dir", str(datasets), "--model-dir", str(out / "model"),
                                   "--cache-dir", str(out / "cache")])
     return model_dir, out / "cache"
+
+
+@pytest.fixture(scope="session")
+def brief_model(small_corpus, tmp_path_factory):
+    """A pooled, trimmed, speaker-normalised model trained for three epochs on the small corpus."""
+    import train_model
+    out = tmp_path_factory.mktemp("brief-model")
+    model_dir = train_model.main(["--data-dir", str(small_corpus), "--model-dir", str(out / "model"),
+                                  "--cache-dir", str(out / "cache"), "--split", "speaker", "--epochs", "3",
+                                  "--model", "pooled", "--trim-db", "30", "--speaker-norm"])
+    return model_dir, out / "cache"

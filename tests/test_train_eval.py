@@ -236,7 +236,7 @@ def test_a_folder_per_emotion_corpus_trains_and_evaluates_alone(datasets, tmp_pa
 def test_augmented_batches_keep_labels_with_their_clips():
     X = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((10, 130, 13), np.float32)
     y = np.arange(10)
-    batches = train_model.AugmentedBatches(X, y, batch_size=4, seed=0)
+    batches = train_model.AugmentedBatches([X], y, batch_size=4, seed=0)
     assert len(batches) == 3
     seen = []
     for i in range(len(batches)):
@@ -245,6 +245,55 @@ def test_augmented_batches_keep_labels_with_their_clips():
         assert np.array_equal(xb.mean(axis=(1, 2)), yb)  # each clip is still its own label's clip
         seen += yb.tolist()
     assert sorted(seen) == list(range(10))
+
+
+def test_each_epoch_draws_one_version_of_each_clip():
+    X = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((10, 130, 13), np.float32)
+    versions = [X, X + 100, X + 200]  # as if the clips at other speeds
+    batches = train_model.AugmentedBatches(versions, np.arange(10), batch_size=4, seed=0, spec_augment=False)
+    drawn = []
+    for epoch in range(6):
+        for i in range(len(batches)):
+            xb, yb = batches[i]
+            level = xb.mean(axis=(1, 2))
+            assert np.array_equal(level % 100, yb)  # a version of the labelled clip itself, unmasked
+            drawn += (level // 100).astype(int).tolist()
+        batches.on_epoch_end()
+    assert len(drawn) == 60 and set(drawn) == {0, 1, 2}
+
+
+def test_speed_perturbation_changes_duration_and_pitch(datasets):
+    path = datasets / "ravdess" / "Actor_01" / "03-01-01-01-01-01-01.flac"
+    y = F.load_audio(path, 22050)
+    fast = F.speed_perturbed(y, 1.1, 22050)
+    assert len(fast) == pytest.approx(len(y) / 1.1, abs=2)
+
+    tone = np.sin(2 * np.pi * 220 * np.arange(22050) / 22050).astype(np.float32)
+
+    def peak_hz(signal):
+        spectrum = np.abs(np.fft.rfft(signal))
+        return np.fft.rfftfreq(len(signal), 1 / 22050)[spectrum.argmax()]
+    assert peak_hz(F.speed_perturbed(tone, 1.1, 22050)) == pytest.approx(242, abs=1.5)
+    assert peak_hz(F.speed_perturbed(tone, 0.9, 22050)) == pytest.approx(198, abs=1.5)
+    config = F.FeatureConfig(trim_db=30)
+    assert not np.allclose(F.clip_features(path, config, speed=1.1), F.clip_features(path, config))
+
+
+def test_speed_versions_are_cached_apart_and_aligned(small_corpus, tmp_path):
+    args = recipe_options("--recipe", "pooled", "--speed-perturb", "--cache-dir", str(tmp_path / "cache"))
+    args.data_dir = str(small_corpus)
+    X, clips = train_model.recipe_features(args)
+    versions = train_model.training_versions(args, X, clips)
+    assert len(versions) == 1 + len(train_model.SPEEDS) and all(v.shape == X.shape for v in versions)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 3
+    i = 5
+    one = clips.iloc[[i]]
+    alone = F.load_features(one, train_model.recipe_config(args), None, speed=0.9).X[0]
+    speaker = (clips["speaker"] == one["speaker"].iloc[0]).to_numpy()
+    slow = F.load_features(clips[speaker], train_model.recipe_config(args), tmp_path / "cache", speed=0.9).X
+    expected = F.standardise_per_speaker(slow, clips.loc[speaker, "speaker"])[np.flatnonzero(speaker) == i][0]
+    np.testing.assert_allclose(versions[1][i], expected, atol=1e-4)
+    assert not np.allclose(alone, F.load_features(one, train_model.recipe_config(args), None).X[0])
 
 
 def test_cross_validation_folds_cover_every_actor_once():
@@ -282,3 +331,70 @@ def test_cross_validation_runs_every_fold_on_unseen_actors(datasets, tmp_path):
     assert np.array(saved["confusion_matrix"]).sum() == 24 * 6  # every RAVDESS clip tested once, no TESS
     assert saved["recipe"]["model"] == "pooled"
     assert (tmp_path / "cv" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def recipe_options(*argv: str):
+    p = train_model.argparse.ArgumentParser()
+    train_model.add_recipe_arguments(p)
+    return train_model.apply_recipe(p.parse_args(list(argv)))
+
+
+def separable_features(n: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Features whose class is told by the level of one coefficient: (n, 130, 13) and labels 0..7."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 8
+    X = rng.normal(size=(n, 130, 13)).astype(np.float32)
+    X[:, :, 0] += 4 * y[:, None]
+    return X, y
+
+
+def test_cosine_schedule_decays_to_zero_and_constant_stays(tmp_path):
+    X, y = separable_features()
+    for schedule, final in [("cosine", 0.0), ("constant", 1e-3)]:
+        args = recipe_options("--model", "pooled", "--epochs", "3", "--lr-schedule", schedule)
+        model, history, _ = train_model.train(X, y, X[:16], y[:16], args, seed=0, verbose=0)
+        lr = model.optimizer.learning_rate
+        assert float(lr.numpy() if hasattr(lr, "numpy") else lr) == pytest.approx(final, abs=1e-6)
+        assert len(history) == 3
+
+
+def test_label_smoothing_keeps_the_loss_above_the_smoothed_targets_entropy():
+    X, y = separable_features(512)
+    target = np.full(8, 0.2 / 8) + np.eye(8)[0] * 0.8  # what smoothing 0.2 makes of a one-hot label
+    floor = -(target * np.log(target)).sum()  # no prediction has a lower cross-entropy with it (0.80)
+    losses = {}
+    for smoothing in ["0", "0.2"]:
+        args = recipe_options("--epochs", "6", "--label-smoothing", smoothing)
+        model, history, _ = train_model.train(X, y, X[:16], y[:16], args, seed=0, verbose=0)
+        losses[smoothing] = history["loss"].min()
+        assert model.loss.get_config()["label_smoothing"] == pytest.approx(float(smoothing))
+    assert losses["0"] < floor - 0.2  # the task is learnt well past the floor without smoothing
+    assert losses["0.2"] >= floor - 1e-3
+
+
+def test_balanced_class_weights_make_every_class_weigh_the_same():
+    y = np.array([0] * 10 + [1] * 30 + [3] * 60)  # classes 2, 4.. absent, as calm is from TESS
+    weights = train_model.balanced_class_weights(y)
+    assert sorted(weights) == [0, 1, 3]
+    totals = [weights[c] * (y == c).sum() for c in weights]
+    assert np.allclose(totals, totals[0]) and np.isclose(sum(totals), len(y))
+
+
+def test_training_options_are_recorded_in_the_model_dir(small_corpus, tmp_path):
+    model_dir = train_model.main(["--data-dir", str(small_corpus), "--model-dir", str(tmp_path / "m"), "--epochs", "1",
+                                  "--cache-dir", str(tmp_path / "cache"), "--split", "speaker", "--model", "pooled",
+                                  "--lr-schedule", "cosine", "--label-smoothing", "0.1", "--class-weights"])
+    training = json.loads((model_dir / "metadata.json").read_text())["training"]
+    assert training["lr_schedule"] == "cosine" and training["label_smoothing"] == 0.1
+    assert training["class_weights"] is True and training["best_epoch"] == 1
+
+
+def test_a_recipe_sets_every_option_not_given_and_given_ones_win():
+    reference = recipe_options("--recipe", "reference")
+    assert {k: getattr(reference, k) for k in train_model.RECIPES["reference"]} == train_model.RECIPES["reference"]
+    assert reference.model == "seed" and reference.trim_db is None and reference.augment is False
+    pooled = recipe_options("--recipe", "pooled", "--no-augment", "--trim-db", "none")
+    assert pooled.model == "pooled" and pooled.speaker_norm is True  # from the recipe
+    assert pooled.augment is False and pooled.trim_db is None  # given
+    assert recipe_options("--recipe", "reference", "--trim-db", "25").trim_db == 25.0
+    assert recipe_options().recipe == train_model.DEFAULT_RECIPE
