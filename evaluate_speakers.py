@@ -29,13 +29,11 @@ def cross_validate(X: np.ndarray, clips, args) -> dict:
     labels = list(features.EMOTIONS)
     y = clips["emotion"].map(labels.index).to_numpy()
     folds, confusion = [], np.zeros((len(labels), len(labels)), dtype=int)
-    versions = train_model.training_versions(args, X, clips)
     for k, actors in enumerate(FOLDS):
         start = time.perf_counter()
         side = train_model.speaker_split(clips, [f"ravdess-{a:02d}" for a in actors], seed=args.seed + k)
         tr, va, te = side == "train", side == "val", side == "test"
-        model, _, best_epoch = train_model.train([V[tr] for V in versions], y[tr], X[va], y[va], args, args.seed + k,
-                                                 verbose=0)
+        model, _, best_epoch = train_model.train(X[tr], y[tr], X[va], y[va], args, args.seed + k, verbose=0)
         ev = test_model.evaluate(model.predict(X[te], batch_size=256, verbose=0), clips[te], labels)
         confusion += np.array(ev["confusion_matrix"])
         folds.append({"actors": list(actors), "accuracy": ev["accuracy"], "uar": ev["uar"], "n": ev["n"],

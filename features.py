@@ -348,16 +348,9 @@ def waveform_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return np.concatenate([mfcc, d1, librosa.feature.delta(mfcc, axis=0, order=2)], axis=1).astype(np.float32)
 
 
-def speed_perturbed(y: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
-    """y (n,) at sample_rate played `factor` times as fast, so also `factor` times as high: Kaldi-style
-    speed perturbation, by resampling as if y had been recorded at sample_rate * factor."""
-    return resample(y, round(sample_rate * factor), sample_rate)
-
-
-def clip_features(path: str | Path, config: FeatureConfig, speed: float = 1.0) -> np.ndarray:
-    """Model input config.shape for one audio file, optionally speed-perturbed. Raises SkipClip with the reason."""
-    y = load_audio(path, config.sample_rate)
-    return waveform_features(y if speed == 1.0 else speed_perturbed(y, speed, config.sample_rate), config)
+def clip_features(path: str | Path, config: FeatureConfig) -> np.ndarray:
+    """Model input config.shape for one audio file. Raises SkipClip with the reason."""
+    return waveform_features(load_audio(path, config.sample_rate), config)
 
 
 def standardise_per_speaker(X: np.ndarray, speakers) -> np.ndarray:
@@ -374,27 +367,6 @@ def standardise_per_speaker(X: np.ndarray, speakers) -> np.ndarray:
         mean, std = X[mine].mean(axis=(0, 1)), X[mine].std(axis=(0, 1))
         out[mine] = (X[mine] - mean) / (std + 1e-6)
     return out
-
-
-def augment_features(X: np.ndarray, rng: np.random.Generator, max_shift: int = 16, max_time_mask: int = 16,
-                     max_feature_mask: int = 3) -> np.ndarray:
-    """A training-time variant of a batch X (clips, frames, features), same shape.
-
-    Each clip is shifted in time by up to max_shift frames (circularly), and one block of up to
-    max_time_mask frames and one of up to max_feature_mask features (SpecAugment-style) are set
-    to that clip's mean, so masks carry no level of their own.
-    """
-    n, frames, width = X.shape
-    shift = rng.integers(-max_shift, max_shift + 1, size=n)
-    out = X[np.arange(n)[:, None], (np.arange(frames)[None, :] - shift[:, None]) % frames].copy()
-    mean = out.mean(axis=1, keepdims=True)
-    t0, tw = rng.integers(0, frames, size=n), rng.integers(0, max_time_mask + 1, size=n)
-    f0, fw = rng.integers(0, width, size=n), rng.integers(0, max_feature_mask + 1, size=n)
-    t, f = np.arange(frames)[None, :], np.arange(width)[None, :]
-    time_masked = (t >= t0[:, None]) & (t < (t0 + tw)[:, None])
-    feature_masked = (f >= f0[:, None]) & (f < (f0 + fw)[:, None])
-    mask = time_masked[:, :, None] | feature_masked[:, None, :]
-    return np.where(mask, mean, out).astype(X.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,9 +410,9 @@ def file_key(path: str | Path) -> str:
     return f"{path}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def _features_or_reason(path: str, config: FeatureConfig, speed: float) -> np.ndarray | str:
+def _features_or_reason(path: str, config: FeatureConfig) -> np.ndarray | str:
     try:
-        return clip_features(path, config, speed)
+        return clip_features(path, config)
     except SkipClip as skip:
         return str(skip)
 
@@ -471,22 +443,21 @@ def write_cache(cache_file: Path, config: FeatureConfig, features: dict[str, np.
 
 
 def load_features(clips: pd.DataFrame, config: FeatureConfig, cache_dir: str | Path | None = "cache",
-                  workers: int | None = None, speed: float = 1.0) -> FeatureSet:
-    """Features of every clip in an index table (speed-perturbed by `speed`), from the cache where it has them.
+                  workers: int | None = None) -> FeatureSet:
+    """Features of every clip in an index table, from the cache where it has them.
 
-    The cache is one .npz per config digest (and speed) in cache_dir (None: no cache), keyed by each
-    file's path, size and mtime, so edited files are recomputed and a second run extracts nothing.
+    The cache is one .npz per config digest in cache_dir (None: no cache), keyed by each file's
+    path, size and mtime, so edited files are recomputed and a second run extracts nothing.
     Missing clips are extracted on `workers` threads (default: all cores) with a progress bar.
     """
-    name = f"mfcc-{config.digest()}" + ("" if speed == 1.0 else f"-speed{speed:g}")
-    cache_file = Path(cache_dir) / f"{name}.npz" if cache_dir is not None else None
+    cache_file = Path(cache_dir) / f"mfcc-{config.digest()}.npz" if cache_dir is not None else None
     cached, cached_skips = read_cache(cache_file, config) if cache_file else ({}, {})
     keys = [file_key(p) for p in clips["path"]]
     todo = [(k, p) for k, p in zip(keys, clips["path"]) if k not in cached and k not in cached_skips]
     if todo:
         # Each thread runs its own FFTs; a multi-threaded BLAS underneath only fights them for cores.
         with threadpool_limits(1), ThreadPoolExecutor(workers or os.cpu_count()) as pool:
-            results = pool.map(_features_or_reason, [p for _, p in todo], [config] * len(todo), [speed] * len(todo))
+            results = pool.map(_features_or_reason, [p for _, p in todo], [config] * len(todo))
             for (key, _), result in tqdm(zip(todo, results), total=len(todo), desc="MFCC", unit="clip",
                                          disable=None):
                 if isinstance(result, str):

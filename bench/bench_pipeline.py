@@ -44,7 +44,6 @@ def main():
 
     X = features.standardise_per_speaker(data.X, data.clips["speaker"]) if args.speaker_norm else data.X
     y = data.clips["emotion"].map(features.EMOTIONS.index).to_numpy()
-    versions = train_model.training_versions(args, X, data.clips)
     print(f"recipe: {train_model.recipe(args)}")
     for split in args.splits:
         results = []
@@ -53,8 +52,7 @@ def main():
                     train_model.speaker_split(data.clips, list(train_model.DEFAULT_TEST_SPEAKERS), seed))
             tr, va, te = (side == "train"), (side == "val"), (side == "test")
             start = time.perf_counter()
-            model, _, best_epoch = train_model.train([V[tr] for V in versions], y[tr], X[va], y[va], args, seed,
-                                                     verbose=0)
+            model, _, best_epoch = train_model.train(X[tr], y[tr], X[va], y[va], args, seed, verbose=0)
             per_epoch = (time.perf_counter() - start) / args.epochs
             ev = test_model.evaluate(model.predict(X[te], batch_size=256, verbose=0), data.clips[te],
                                      list(features.EMOTIONS))

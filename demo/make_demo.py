@@ -27,7 +27,6 @@ matplotlib.use("Agg")
 import librosa.display  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -140,7 +139,8 @@ def plot_clip(path: Path, out_dir: Path, config: features.FeatureConfig) -> list
                       f"{name}: waveform at {config.sample_rate} Hz, peak-normalised",
                       window=(start, start + config.window_s)),
         plot_mfcc(features.mfcc_sequence(window, config), config, out_dir / f"{Path(path).stem}_mfcc.png",
-                  f"{name}: {config.n_mfcc} MFCCs of the model's {config.window_s:g} s window"),
+                  f"{name}: {config.n_mfcc} MFCCs of the model's {config.window_s:g} s window"
+                  + (" (it also sees their deltas)" if config.deltas else "")),
         plot_log_mel(features.log_mel_spectrogram(window, config), config, out_dir / f"{Path(path).stem}_logmel.png",
                      f"{name}: log-mel spectrogram ({config.n_mels} bands) of the same window"),
     ]
@@ -152,6 +152,12 @@ def window_start_s(y: np.ndarray, window: np.ndarray, config: features.FeatureCo
     kept, n = end - begin, len(window)
     offset = (kept - n) // 2 if kept >= n else -((n - kept) // 2)  # as features.fix_length crops or pads
     return (begin + offset) / config.sample_rate
+
+
+def default_config() -> features.FeatureConfig:
+    """The feature config of train_model.py's default recipe: what a model trained without options sees."""
+    import train_model
+    return train_model.recipe_config(train_model.apply_recipe(argparse.Namespace(recipe=train_model.DEFAULT_RECIPE)))
 
 
 def plot_predictions(paths: list[Path], out_dir: Path, predictor, model_name: str) -> list[Path]:
@@ -170,6 +176,7 @@ def plot_predictions(paths: list[Path], out_dir: Path, predictor, model_name: st
 
 def readme_figures(data_dir: str, work_dir: Path, out_dir: Path, clip: Path) -> list[Path]:
     """Train and evaluate the default recipe on both splits and copy the README's pictures to out_dir."""
+    import model as models
     import test_model
     import train_model
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +189,8 @@ def readme_figures(data_dir: str, work_dir: Path, out_dir: Path, clip: Path) -> 
             target = out_dir / f"{Path(name).stem}_{split}.png"
             shutil.copyfile(model_dir / name, target)
             written.append(target)
-    for picture in plot_clip(clip, work_dir / "pictures", features.FeatureConfig())[:2]:
+    config = models.load_model_dir(work_dir / "default-random").config
+    for picture in plot_clip(clip, work_dir / "pictures", config)[:2]:
         target = out_dir / picture.name.replace(f"{clip.stem}_", "")
         shutil.copyfile(picture, target)
         written.append(target)
@@ -220,7 +228,7 @@ def run(args) -> list[Path]:
         if missing:
             raise DemoError(f"no such file: {', '.join(missing)}")
         saved = models.load_model_dir(args.model_dir) if args.model_dir is not None else None
-        config = saved.config if saved is not None else features.FeatureConfig()
+        config = saved.config if saved is not None else default_config()
         paths = args.plot or synthesise_clips(args.clips)
         written = []
         for path in paths:

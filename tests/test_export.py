@@ -11,8 +11,9 @@ import model as models
 import test_model
 from conftest import run_script
 
-# Measured on the default model (seed CNN, 50 epochs, its 848 random-split test clips): int8 top labels
-# agree on 0.998 and accuracy moves by 0.000; on the brief pooled model on 240 clips, 0.996 and 0.004.
+# Measured (python export_model.py --int8): int8 top labels agree with float32 Keras on 1.000 of the
+# default model's 848 random-split and 240 speaker-split test clips, accuracy unchanged; on 0.998 of
+# 848 for a 3-epoch reference CNN. The floors leave room for briefly trained models.
 INT8_MIN_AGREEMENT = 0.97
 INT8_MAX_ACCURACY_DROP = 0.02
 

@@ -87,7 +87,8 @@ def test_short_train_writes_every_artifact(trained, small_corpus):
         "history.csv", "metadata.json", "model.keras", "training_curves.png"]
     meta = json.loads((model_dir / "metadata.json").read_text())
     assert meta["labels"] == list(F.EMOTIONS)
-    assert F.FeatureConfig.from_dict(meta["feature_config"]) == F.FeatureConfig()
+    assert F.FeatureConfig.from_dict(meta["feature_config"]) == train_model.recipe_config(recipe_options())
+    assert meta["recipe"] == train_model.DEFAULT_RECIPE
     split = meta["split"]
     assert split["method"] == "speaker" and split["test_speakers"] == list(train_model.DEFAULT_TEST_SPEAKERS)
     n_clips = len(F.index_corpus(small_corpus)[0])
@@ -233,67 +234,45 @@ def test_a_folder_per_emotion_corpus_trains_and_evaluates_alone(datasets, tmp_pa
     assert evaluation["n"] == 78 and list(evaluation["per_corpus"]) == ["custom"]
 
 
-def test_augmented_batches_keep_labels_with_their_clips():
+def test_augmentation_changes_the_signal_but_not_shape_or_label(datasets):
+    clips, _ = F.index_corpus(datasets)
+    subset = clips.groupby("emotion").head(2)
+    X = F.load_features(subset, F.FeatureConfig(), cache_dir=None).X
+    train_model.tf.random.set_seed(0)
+    augmented = train_model.spec_augment(X).numpy()
+    assert augmented.shape == X.shape and augmented.dtype == X.dtype
+    changed = np.abs(augmented - X).reshape(len(X), -1).max(axis=1) > 0
+    assert changed.mean() > 0.8  # a zero shift and empty masks can be drawn, rarely
+    assert not np.array_equal(augmented, train_model.spec_augment(X).numpy())  # fresh every call
+    # Only a shift: the same frames, rolled; the original is untouched.
+    rolled = train_model.spec_augment(X, max_time_mask=0, max_feature_mask=0).numpy()
+    for original, moved in zip(X, rolled):
+        assert any(np.array_equal(np.roll(original, s, axis=0), moved) for s in range(-16, 17))
+    assert np.array_equal(X, F.load_features(subset, F.FeatureConfig(), cache_dir=None).X)
+    # Only masks: every changed cell is in one block of frames or of features, at the clip's mean.
+    masked = train_model.spec_augment(X, max_shift=0).numpy()
+    for original, out in zip(X, masked):
+        changed = out != original
+        frames, feats = np.flatnonzero(changed.all(axis=1)), np.flatnonzero(changed.all(axis=0))
+        assert changed[~np.isin(np.arange(len(out)), frames)][:, ~np.isin(np.arange(out.shape[1]), feats)].sum() == 0
+        assert len(frames) <= 16 and len(feats) <= 3
+        np.testing.assert_allclose(out[changed], np.broadcast_to(original.mean(axis=0), out.shape)[changed], rtol=1e-5)
+
+
+def test_augmented_batches_keep_labels_with_their_clips_and_reshuffle():
     X = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((10, 130, 13), np.float32)
     y = np.arange(10)
-    batches = train_model.AugmentedBatches([X], y, batch_size=4, seed=0)
-    assert len(batches) == 3
-    seen = []
-    for i in range(len(batches)):
-        xb, yb = batches[i]
-        assert xb.shape[1:] == (130, 13)
-        assert np.array_equal(xb.mean(axis=(1, 2)), yb)  # each clip is still its own label's clip
-        seen += yb.tolist()
-    assert sorted(seen) == list(range(10))
-
-
-def test_each_epoch_draws_one_version_of_each_clip():
-    X = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((10, 130, 13), np.float32)
-    versions = [X, X + 100, X + 200]  # as if the clips at other speeds
-    batches = train_model.AugmentedBatches(versions, np.arange(10), batch_size=4, seed=0, spec_augment=False)
-    drawn = []
-    for epoch in range(6):
-        for i in range(len(batches)):
-            xb, yb = batches[i]
-            level = xb.mean(axis=(1, 2))
-            assert np.array_equal(level % 100, yb)  # a version of the labelled clip itself, unmasked
-            drawn += (level // 100).astype(int).tolist()
-        batches.on_epoch_end()
-    assert len(drawn) == 60 and set(drawn) == {0, 1, 2}
-
-
-def test_speed_perturbation_changes_duration_and_pitch(datasets):
-    path = datasets / "ravdess" / "Actor_01" / "03-01-01-01-01-01-01.flac"
-    y = F.load_audio(path, 22050)
-    fast = F.speed_perturbed(y, 1.1, 22050)
-    assert len(fast) == pytest.approx(len(y) / 1.1, abs=2)
-
-    tone = np.sin(2 * np.pi * 220 * np.arange(22050) / 22050).astype(np.float32)
-
-    def peak_hz(signal):
-        spectrum = np.abs(np.fft.rfft(signal))
-        return np.fft.rfftfreq(len(signal), 1 / 22050)[spectrum.argmax()]
-    assert peak_hz(F.speed_perturbed(tone, 1.1, 22050)) == pytest.approx(242, abs=1.5)
-    assert peak_hz(F.speed_perturbed(tone, 0.9, 22050)) == pytest.approx(198, abs=1.5)
-    config = F.FeatureConfig(trim_db=30)
-    assert not np.allclose(F.clip_features(path, config, speed=1.1), F.clip_features(path, config))
-
-
-def test_speed_versions_are_cached_apart_and_aligned(small_corpus, tmp_path):
-    args = recipe_options("--recipe", "pooled", "--speed-perturb", "--cache-dir", str(tmp_path / "cache"))
-    args.data_dir = str(small_corpus)
-    X, clips = train_model.recipe_features(args)
-    versions = train_model.training_versions(args, X, clips)
-    assert len(versions) == 1 + len(train_model.SPEEDS) and all(v.shape == X.shape for v in versions)
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 3
-    i = 5
-    one = clips.iloc[[i]]
-    alone = F.load_features(one, train_model.recipe_config(args), None, speed=0.9).X[0]
-    speaker = (clips["speaker"] == one["speaker"].iloc[0]).to_numpy()
-    slow = F.load_features(clips[speaker], train_model.recipe_config(args), tmp_path / "cache", speed=0.9).X
-    expected = F.standardise_per_speaker(slow, clips.loc[speaker, "speaker"])[np.flatnonzero(speaker) == i][0]
-    np.testing.assert_allclose(versions[1][i], expected, atol=1e-4)
-    assert not np.allclose(alone, F.load_features(one, train_model.recipe_config(args), None).X[0])
+    batches = train_model.augmented_batches(X, y, batch_size=4, seed=0)
+    orders = []
+    for _ in range(2):
+        seen = []
+        for xb, yb in batches:
+            assert xb.shape[1:] == (130, 13)
+            assert np.allclose(xb.numpy().mean(axis=(1, 2)), yb.numpy())  # each clip is still its own label's clip
+            seen += yb.numpy().tolist()
+        assert sorted(seen) == list(range(10)) and [len(b) for b, _ in batches] == [4, 4, 2]
+        orders.append(seen)
+    assert orders[0] != orders[1]  # a new order each epoch
 
 
 def test_cross_validation_folds_cover_every_actor_once():
@@ -364,7 +343,7 @@ def test_label_smoothing_keeps_the_loss_above_the_smoothed_targets_entropy():
     floor = -(target * np.log(target)).sum()  # no prediction has a lower cross-entropy with it (0.80)
     losses = {}
     for smoothing in ["0", "0.2"]:
-        args = recipe_options("--epochs", "6", "--label-smoothing", smoothing)
+        args = recipe_options("--recipe", "reference", "--epochs", "6", "--label-smoothing", smoothing)
         model, history, _ = train_model.train(X, y, X[:16], y[:16], args, seed=0, verbose=0)
         losses[smoothing] = history["loss"].min()
         assert model.loss.get_config()["label_smoothing"] == pytest.approx(float(smoothing))
