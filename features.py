@@ -288,14 +288,18 @@ def peak_normalise(y: np.ndarray) -> np.ndarray:
     return y / peak
 
 
+def centred_start(length: int, n: int) -> int:
+    """Where a centred n-sample window starts in `length` samples: negative when it is zero-padded."""
+    return (length - n) // 2 if length >= n else -((n - length) // 2)
+
+
 def fix_length(y: np.ndarray, n: int) -> np.ndarray:
     """The centre n samples of y, or y centred in n samples of zeros if shorter."""
-    if len(y) >= n:
-        start = (len(y) - n) // 2
+    start = centred_start(len(y), n)
+    if start >= 0:
         return y[start:start + n]
     out = np.zeros(n, dtype=y.dtype)
-    start = (n - len(y)) // 2
-    out[start:start + len(y)] = y
+    out[-start:-start + len(y)] = y
     return out
 
 
@@ -324,17 +328,24 @@ def mfcc_sequence(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return librosa.feature.mfcc(S=log_mel_spectrogram(y, config), n_mfcc=config.n_mfcc).T.astype(np.float32)
 
 
+def trimmed_span(y: np.ndarray, config: FeatureConfig) -> tuple[int, int]:
+    """(start, stop) samples of y left after trimming silence at both ends; all of y without config.trim_db."""
+    if config.trim_db is None:
+        return 0, len(y)
+    # Without trimming, how much silence pads a clip says which corpus (and so which emotions) it is from.
+    start, stop = librosa.effects.trim(y, top_db=config.trim_db)[1]
+    return int(start), int(stop)
+
+
 def model_window(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """The config.n_samples the model hears of a mono waveform y at config.sample_rate.
 
-    Peak-normalises, trims silence at both ends (if config.trim_db), and fixes the length to
+    Peak-normalises, trims silence at both ends (trimmed_span), and fixes the length to
     config.window_s around the centre. Raises SkipClip("silent").
     """
     y = peak_normalise(y)
-    if config.trim_db is not None:
-        # Without this, how much silence pads a clip says which corpus (and so which emotions) it is from.
-        y = librosa.effects.trim(y, top_db=config.trim_db)[0]
-    return fix_length(y, config.n_samples)
+    start, stop = trimmed_span(y, config)
+    return fix_length(y[start:stop], config.n_samples)
 
 
 def waveform_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:

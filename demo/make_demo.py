@@ -148,10 +148,8 @@ def plot_clip(path: Path, out_dir: Path, config: features.FeatureConfig) -> list
 
 def window_start_s(y: np.ndarray, window: np.ndarray, config: features.FeatureConfig) -> float:
     """Where in y (seconds) features.model_window starts: after trimming, centred; negative if padded."""
-    begin, end = librosa.effects.trim(y, top_db=config.trim_db)[1] if config.trim_db is not None else (0, len(y))
-    kept, n = end - begin, len(window)
-    offset = (kept - n) // 2 if kept >= n else -((n - kept) // 2)  # as features.fix_length crops or pads
-    return (begin + offset) / config.sample_rate
+    start, stop = features.trimmed_span(y, config)
+    return (start + features.centred_start(stop - start, len(window))) / config.sample_rate
 
 
 def default_config() -> features.FeatureConfig:
