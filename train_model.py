@@ -206,11 +206,11 @@ def library_versions() -> dict:
 # How a model is made, by name; --recipe picks one and any recipe option given overrides it.
 RECIPES = {
     # The seed's recipe exactly: its CNN on untrimmed MFCCs, Adam at 1e-3, nothing else.
-    "reference": {"model": "seed", "trim_db": None, "deltas": False, "speaker_norm": False, "augment": False,
-                  "lr_schedule": "constant", "label_smoothing": 0.0, "class_weights": False},
+    "reference": {"model": "seed", "trim_db": None, "n_mfcc": 13, "deltas": False, "speaker_norm": False,
+                  "augment": False, "lr_schedule": "constant", "label_smoothing": 0.0, "class_weights": False},
     # The best on speakers never heard (README, Results).
-    "pooled": {"model": "pooled", "trim_db": 30.0, "deltas": True, "speaker_norm": True, "augment": True,
-               "lr_schedule": "cosine", "label_smoothing": 0.0, "class_weights": False},
+    "pooled": {"model": "pooled", "trim_db": 30.0, "n_mfcc": 13, "deltas": True, "speaker_norm": True,
+               "augment": True, "lr_schedule": "cosine", "label_smoothing": 0.0, "class_weights": False},
 }
 DEFAULT_RECIPE = "pooled"
 
@@ -235,6 +235,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trim-db", type=optional_db, **given,
                    help="trim leading/trailing audio this many dB below the peak before fixing the window; "
                         "none: no trimming")
+    p.add_argument("--n-mfcc", type=int, **given, help="MFCCs per frame")
     p.add_argument("--deltas", action=argparse.BooleanOptionalAction, **given,
                    help="append MFCC deltas and delta-deltas")
     p.add_argument("--speaker-norm", action=argparse.BooleanOptionalAction, **given,
@@ -262,7 +263,7 @@ def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
 
 def recipe_config(args) -> features.FeatureConfig:
     """The feature config that the recipe options ask for."""
-    return features.FeatureConfig(trim_db=args.trim_db, deltas=args.deltas)
+    return features.FeatureConfig(trim_db=args.trim_db, n_mfcc=args.n_mfcc, deltas=args.deltas)
 
 
 def recipe(args) -> dict:

@@ -19,13 +19,13 @@ import test_model  # noqa: E402
 import train_model  # noqa: E402
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="data")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--splits", nargs="+", choices=["random", "speaker"], default=["random", "speaker"])
     train_model.add_recipe_arguments(p)
-    args = train_model.apply_recipe(p.parse_args())
+    args = train_model.apply_recipe(p.parse_args(argv))
     config = train_model.recipe_config(args)
 
     clips, _ = features.index_corpus(args.data_dir)

@@ -147,11 +147,11 @@ def test_existing_model_dir_is_kept_without_overwrite(trained, small_corpus, tmp
 def test_improved_recipe_options_travel_with_the_model(small_corpus, tmp_path):
     model_dir = train_model.main(["--data-dir", str(small_corpus), "--model-dir", str(tmp_path / "m"), "--epochs", "2",
                                   "--cache-dir", str(tmp_path / "cache"), "--split", "speaker", "--model", "pooled",
-                                  "--trim-db", "30", "--speaker-norm", "--augment"])
+                                  "--trim-db", "30", "--speaker-norm", "--augment", "--n-mfcc", "20"])
     meta = json.loads((model_dir / "metadata.json").read_text())
     assert meta["model"] == "pooled" and meta["speaker_norm"] is True and meta["training"]["augment"] is True
     config = F.FeatureConfig.from_dict(meta["feature_config"])
-    assert config.trim_db == 30
+    assert config.trim_db == 30 and config.shape == (130, 60)  # 20 MFCCs with deltas and delta-deltas
     evaluation = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(tmp_path / "cache")])
     assert evaluation["n"] == 240
     # test_model standardises the test speakers by their own statistics, as training did.
@@ -159,6 +159,7 @@ def test_improved_recipe_options_travel_with_the_model(small_corpus, tmp_path):
     clips = F.index_corpus(small_corpus)[0]
     test = clips[clips["relpath"].isin(meta["split"]["test"])].reset_index(drop=True)
     X = F.standardise_per_speaker(F.load_features(test, config, tmp_path / "cache").X, test["speaker"])
+    assert X.shape[1:] == saved.model.input_shape[1:] == (130, 60)
     expected = test_model.evaluate(saved.model.predict(X, verbose=0), test, saved.labels)
     assert expected["accuracy"] == evaluation["accuracy"]
 

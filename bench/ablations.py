@@ -1,0 +1,123 @@
+"""Ideas measured against the default recipe and not kept: other models, mixup and ensembles, each through
+evaluate_speakers.py's 5-fold cross-validation by actor (README, Results, has the figures).
+
+    python bench/ablations.py --data-dir ../shared/datasets --without-tess --model crnn --out results/abl-crnn
+    python bench/ablations.py --data-dir ../shared/datasets --without-tess --mixup 0.2 --out results/abl-mixup
+    python bench/ablations.py --data-dir ../shared/datasets --without-tess --ensemble 3 --out results/abl-ensemble3
+    python bench/ablations.py --bench --data-dir ../shared/datasets --model wide --splits random   # bench_pipeline.py
+
+--model also takes the VARIANTS below in place of the default's pooled CNN; --mixup blends pairs
+of training clips and their labels (Beta(a, a) weights) after the default's masks; --ensemble N
+averages the probabilities of N models trained with different seeds. Every option
+of evaluate_speakers.py applies as well; with --bench, bench_pipeline.py runs instead, with its options. The variants live here and not in model.py because
+none beat the pooled CNN.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import bench_pipeline  # noqa: E402
+import evaluate_speakers  # noqa: E402
+import model as models  # noqa: E402
+import train_model  # noqa: E402
+from model import keras, layers  # noqa: E402
+
+tf = train_model.tf
+
+
+def conv_blocks(x, widths):
+    """The pooled CNN's convolutions (BatchNorm, ReLU; max-pool and dropout between blocks)."""
+    for i, n in enumerate(widths):
+        x = layers.Conv1D(n, 5 if i < 2 else 3, padding="same", use_bias=False)(x)
+        x = layers.ReLU()(layers.BatchNormalization()(x))
+        if i < len(widths) - 1:
+            x = layers.Dropout(0.2)(layers.MaxPooling1D(2)(x))
+    return x
+
+
+def attention_pool(x):
+    """A softmax over frames of a learned score per frame, and the frames' weighted sum."""
+    weights = layers.Softmax(axis=1)(layers.Dense(1)(x))
+    return layers.Flatten()(layers.Dot(axes=1)([weights, x]))
+
+
+def stats_pool(x):
+    """Mean and standard deviation over frames, side by side (x-vector style)."""
+    std = keras.ops.sqrt(keras.ops.var(x, axis=1) + 1e-5)  # the epsilon keeps the gradient finite at 0
+    return layers.Concatenate()([layers.GlobalAveragePooling1D()(x), std])
+
+
+POOLS = {"average": lambda x: layers.GlobalAveragePooling1D()(x), "attention": attention_pool, "stats": stats_pool}
+
+
+def variant(widths=(64, 128, 128), pool="average", gru_units=0, hidden=64):
+    """A builder like model.build_pooled_cnn with the changes named, for models.MODELS."""
+    def build(input_shape, n_classes, normalizer=None):
+        inputs = keras.Input(shape=input_shape)
+        x = conv_blocks(normalizer(inputs) if normalizer is not None else inputs, widths)
+        if gru_units:
+            x = layers.Bidirectional(layers.GRU(gru_units, return_sequences=True))(x)
+        x = layers.Dense(hidden, activation="relu")(layers.Dropout(0.3)(POOLS[pool](x)))
+        return keras.Model(inputs, layers.Dense(n_classes, activation="softmax")(x))
+    return build
+
+
+VARIANTS = {
+    "attention": variant(pool="attention"),  # attention pooling instead of the average
+    "stats": variant(pool="stats"),  # mean and std pooling
+    "crnn": variant(gru_units=64),  # a bidirectional GRU over the convolutions' frames
+    "deep": variant(widths=(64, 128, 128, 128)),  # a fourth block: twice the receptive field
+    "wide": variant(widths=(128, 256, 256), hidden=128),  # twice the filters, about 3.7x the weights
+}
+
+
+def mixup(x, y, alpha: float):
+    """Each clip of a batch blended with a random other one, and their one-hot labels alike."""
+    n = tf.shape(x)[0]
+    a, b = tf.random.gamma([n], alpha), tf.random.gamma([n], alpha)
+    lam = a / (a + b)  # Beta(alpha, alpha)
+    other = tf.random.shuffle(tf.range(n))
+    return (lam[:, None, None] * x + (1 - lam[:, None, None]) * tf.gather(x, other),
+            lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, other))
+
+
+def with_mixup(alpha: float):
+    """train_model.augmented_batches with mixup after its masks."""
+    masked = train_model.augmented_batches
+
+    def batches(X, y, batch_size, seed):
+        return masked(X, y, batch_size, seed).map(lambda x, label: mixup(x, label, alpha),
+                                                  num_parallel_calls=tf.data.AUTOTUNE)
+    return batches
+
+
+def with_ensemble(n: int):
+    """train_model.train that trains n models (seeds seed, seed + 1000, ...) and returns their average."""
+    train_one = train_model.train
+
+    def train(X_train, y_train, X_val, y_val, recipe, seed, verbose=None):
+        runs = [train_one(X_train, y_train, X_val, y_val, recipe, seed + 1000 * i, verbose) for i in range(n)]
+        inputs = keras.Input(shape=X_train.shape[1:])
+        members = [keras.Model(m.inputs[0], m.outputs[0], name=f"member_{i}") for i, (m, _, _) in enumerate(runs)]
+        average = keras.Model(inputs, layers.Average()([member(inputs) for member in members]))
+        return average, runs[0][1], runs[0][2]
+    return train
+
+
+def main():
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--mixup", type=float, default=0.0, help="Beta(a, a) of mixup; 0: none")
+    p.add_argument("--ensemble", type=int, default=1, help="average this many models, each its own seed")
+    p.add_argument("--bench", action="store_true", help="run bench_pipeline.py (random/speaker split) instead")
+    args, rest = p.parse_known_args()
+    if args.mixup:
+        train_model.augmented_batches = with_mixup(args.mixup)
+    if args.ensemble > 1:
+        train_model.train = with_ensemble(args.ensemble)
+    models.MODELS.update(VARIANTS)  # before evaluate_speakers builds its parser: --model takes them
+    (bench_pipeline.main if args.bench else evaluate_speakers.main)(rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""bench/ablations.py: its model variants train, mixup blends clips and labels alike, ensembles average."""
+import sys
+
+import numpy as np
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+import ablations  # noqa: E402
+import features as F  # noqa: E402
+
+
+def test_every_variant_builds_and_learns_a_separable_task():
+    from test_train_eval import recipe_options, separable_features
+    X, y = separable_features(256)
+    ablations.models.MODELS.update(ablations.VARIANTS)
+    for name in ablations.VARIANTS:
+        args = recipe_options("--model", name, "--epochs", "5", "--no-augment")
+        model, history, _ = ablations.train_model.train(X, y, X, y, args, seed=0, verbose=0)
+        assert model.output_shape == (None, len(F.EMOTIONS)), name
+        assert history["accuracy"].max() > 0.5, name  # chance is 1/8; BatchNorm's moving statistics lag on val
+
+
+def test_mixup_blends_each_clip_and_its_label_by_the_same_weight():
+    n = 64
+    X = np.arange(n, dtype=np.float32)[:, None, None] * np.ones((n, 130, 13), np.float32)
+    y = np.eye(n, dtype=np.float32)
+    xm, ym = (t.numpy() for t in ablations.mixup(X, y, alpha=0.4))
+    assert xm.shape == X.shape and np.allclose(ym.sum(axis=1), 1)
+    assert np.allclose(xm[:, 0, 0], ym @ np.arange(n))  # the clip's level is the label-weighted mix of levels
+    assert (ym.max(axis=1) < 1).any()  # some clips are blended
+
+
+def test_an_ensemble_averages_models_of_different_seeds():
+    from test_train_eval import recipe_options, separable_features
+    X, y = separable_features(64)
+    args = recipe_options("--epochs", "1", "--no-augment")
+    ensemble, history, best_epoch = ablations.with_ensemble(2)(X, y, X, y, args, seed=0, verbose=0)
+    members = [layer for layer in ensemble.layers if isinstance(layer, ablations.keras.Model)]
+    assert len(members) == 2 and best_epoch == 1 and len(history) == 1
+    each = [m.predict(X, verbose=0) for m in members]
+    assert not np.allclose(each[0], each[1])  # different seeds, different models
+    assert np.allclose(ensemble.predict(X, verbose=0), (each[0] + each[1]) / 2, atol=1e-6)
