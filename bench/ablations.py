@@ -5,20 +5,28 @@ evaluate_speakers.py's 5-fold cross-validation by actor (README, Results, has th
     python bench/ablations.py --data-dir ../shared/datasets --without-tess --mixup 0.2 --out results/abl-mixup
     python bench/ablations.py --data-dir ../shared/datasets --without-tess --ensemble 3 --out results/abl-ensemble3
     python bench/ablations.py --bench --data-dir ../shared/datasets --model wide --splits random   # bench_pipeline.py
+    python bench/ablations.py --call-times   # each model's share of a live hop
 
 --model also takes the VARIANTS below in place of the default's pooled CNN; --mixup blends pairs
 of training clips and their labels (Beta(a, a) weights) after the default's masks; --ensemble N
-averages the probabilities of N models trained with different seeds. Every option
-of evaluate_speakers.py applies as well; with --bench, bench_pipeline.py runs instead, with its options. The variants live here and not in model.py because
-none beat the pooled CNN.
+averages the probabilities of N models trained with different seeds. Every option of
+evaluate_speakers.py applies as well; with --bench, bench_pipeline.py runs instead, with its
+options. These live here and not in model.py and train_model.py because none paid for itself:
+the wide CNN and the ensemble gained about as much as one run differs from the next, at three
+times the training time (and the ensemble's three model calls would take the live hop past
+its 10 ms budget).
 """
 import argparse
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_pipeline  # noqa: E402
 import evaluate_speakers  # noqa: E402
+import features  # noqa: E402
 import model as models  # noqa: E402
 import train_model  # noqa: E402
 from model import keras, layers  # noqa: E402
@@ -105,12 +113,38 @@ def with_ensemble(n: int):
     return train
 
 
+def call_times_ms(n_calls: int = 300) -> dict[str, float]:
+    """Median milliseconds of one live hop's model call (predict_on_batch of one window), per model.
+
+    Weights do not change the time, so the models are untrained; ensembles cost their members' sum.
+    """
+    config = train_model.recipe_config(train_model.apply_recipe(argparse.Namespace(recipe=train_model.DEFAULT_RECIPE)))
+    window = np.zeros((1, *config.shape), np.float32)
+    times = {}
+    for name, build in {"pooled": models.build_pooled_cnn, **VARIANTS}.items():
+        model = models.compiled(build(config.shape, len(features.EMOTIONS)))
+        for _ in range(20):  # tracing and warm-up
+            model.predict_on_batch(window)
+        calls = []
+        for _ in range(n_calls):
+            start = time.perf_counter()
+            model.predict_on_batch(window)
+            calls.append(time.perf_counter() - start)
+        times[name] = 1000 * float(np.median(calls))
+    return times
+
+
 def main():
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--mixup", type=float, default=0.0, help="Beta(a, a) of mixup; 0: none")
     p.add_argument("--ensemble", type=int, default=1, help="average this many models, each its own seed")
     p.add_argument("--bench", action="store_true", help="run bench_pipeline.py (random/speaker split) instead")
+    p.add_argument("--call-times", action="store_true", help="print each model's live model-call time, and stop")
     args, rest = p.parse_known_args()
+    if args.call_times:
+        for name, ms in call_times_ms().items():
+            print(f"{name:10} {ms:.2f} ms median per model call")
+        return
     if args.mixup:
         train_model.augmented_batches = with_mixup(args.mixup)
     if args.ensemble > 1:

@@ -41,3 +41,8 @@ def test_an_ensemble_averages_models_of_different_seeds():
     each = [m.predict(X, verbose=0) for m in members]
     assert not np.allclose(each[0], each[1])  # different seeds, different models
     assert np.allclose(ensemble.predict(X, verbose=0), (each[0] + each[1]) / 2, atol=1e-6)
+
+
+def test_call_times_cover_the_default_and_every_variant():
+    times = ablations.call_times_ms(n_calls=3)
+    assert set(times) == {"pooled", *ablations.VARIANTS} and all(ms > 0 for ms in times.values())
