@@ -70,20 +70,31 @@ def build_seed_cnn(input_shape: tuple[int, int], n_classes: int,
     return model
 
 
-def build_pooled_cnn(input_shape: tuple[int, int], n_classes: int,
-                     normalizer: layers.Normalization | None = None) -> keras.Model:
+POOLED_BLOCKS = ((64, 5), (128, 5), (128, 3))  # (filters, kernel) of each convolution
+
+
+def pooled_conv_layers(blocks=POOLED_BLOCKS) -> list[layers.Layer]:
+    """The pooled CNN's convolutions: each with BatchNorm and ReLU, max-pooling and dropout between them."""
+    stack = []
+    for i, (filters, kernel) in enumerate(blocks):
+        if i:
+            stack += [layers.MaxPooling1D(2), layers.Dropout(0.2)]
+        stack += [layers.Conv1D(filters, kernel, padding="same", use_bias=False), layers.BatchNormalization(),
+                  layers.ReLU()]
+    return stack
+
+
+def build_pooled_cnn(input_shape: tuple[int, int], n_classes: int, normalizer: layers.Normalization | None = None,
+                     blocks=POOLED_BLOCKS, hidden: int = 64) -> keras.Model:
     """A CNN that pools over time instead of flattening: BatchNorm after each convolution, global
     average pooling, so a sound means the same wherever it falls in the window. Not yet compiled."""
-    conv = [layers.Conv1D(n, k, padding="same", use_bias=False) for n, k in [(64, 5), (128, 5), (128, 3)]]
     model = keras.Sequential([
         keras.Input(shape=input_shape),
         *([normalizer] if normalizer is not None else []),
-        conv[0], layers.BatchNormalization(), layers.ReLU(), layers.MaxPooling1D(2), layers.Dropout(0.2),
-        conv[1], layers.BatchNormalization(), layers.ReLU(), layers.MaxPooling1D(2), layers.Dropout(0.2),
-        conv[2], layers.BatchNormalization(), layers.ReLU(),
+        *pooled_conv_layers(blocks),
         layers.GlobalAveragePooling1D(),
         layers.Dropout(0.3),
-        layers.Dense(64, activation="relu"),
+        layers.Dense(hidden, activation="relu"),
         layers.Dense(n_classes, activation="softmax"),
     ], name="pooled_cnn")
     return model

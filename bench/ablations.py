@@ -17,31 +17,21 @@ times the training time (and the ensemble's three model calls would take the liv
 its 10 ms budget).
 """
 import argparse
+import functools
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import bench_live  # noqa: E402
 import bench_pipeline  # noqa: E402
 import evaluate_speakers  # noqa: E402
 import features  # noqa: E402
 import model as models  # noqa: E402
 import train_model  # noqa: E402
+import tensorflow as tf  # noqa: E402  (after model: it quietens TensorFlow)
 from model import keras, layers  # noqa: E402
-
-tf = train_model.tf
-
-
-def conv_blocks(x, widths):
-    """The pooled CNN's convolutions (BatchNorm, ReLU; max-pool and dropout between blocks)."""
-    for i, n in enumerate(widths):
-        x = layers.Conv1D(n, 5 if i < 2 else 3, padding="same", use_bias=False)(x)
-        x = layers.ReLU()(layers.BatchNormalization()(x))
-        if i < len(widths) - 1:
-            x = layers.Dropout(0.2)(layers.MaxPooling1D(2)(x))
-    return x
 
 
 def attention_pool(x):
@@ -56,27 +46,30 @@ def stats_pool(x):
     return layers.Concatenate()([layers.GlobalAveragePooling1D()(x), std])
 
 
-POOLS = {"average": lambda x: layers.GlobalAveragePooling1D()(x), "attention": attention_pool, "stats": stats_pool}
-
-
-def variant(widths=(64, 128, 128), pool="average", gru_units=0, hidden=64):
-    """A builder like model.build_pooled_cnn with the changes named, for models.MODELS."""
+def pooled_cnn_with(pool=None, gru_units: int = 0):
+    """A builder of the pooled CNN (model.build_pooled_cnn) whose average pooling is replaced by
+    pool(frames) -> vector, optionally after a bidirectional GRU over the convolutions' frames."""
     def build(input_shape, n_classes, normalizer=None):
         inputs = keras.Input(shape=input_shape)
-        x = conv_blocks(normalizer(inputs) if normalizer is not None else inputs, widths)
+        x = normalizer(inputs) if normalizer is not None else inputs
+        for layer in models.pooled_conv_layers():
+            x = layer(x)
         if gru_units:
             x = layers.Bidirectional(layers.GRU(gru_units, return_sequences=True))(x)
-        x = layers.Dense(hidden, activation="relu")(layers.Dropout(0.3)(POOLS[pool](x)))
+        x = pool(x) if pool else layers.GlobalAveragePooling1D()(x)
+        x = layers.Dense(64, activation="relu")(layers.Dropout(0.3)(x))
         return keras.Model(inputs, layers.Dense(n_classes, activation="softmax")(x))
     return build
 
 
 VARIANTS = {
-    "attention": variant(pool="attention"),  # attention pooling instead of the average
-    "stats": variant(pool="stats"),  # mean and std pooling
-    "crnn": variant(gru_units=64),  # a bidirectional GRU over the convolutions' frames
-    "deep": variant(widths=(64, 128, 128, 128)),  # a fourth block: twice the receptive field
-    "wide": variant(widths=(128, 256, 256), hidden=128),  # twice the filters, about 3.7x the weights
+    "attention": pooled_cnn_with(attention_pool),  # attention pooling instead of the average
+    "stats": pooled_cnn_with(stats_pool),  # mean and std pooling
+    "crnn": pooled_cnn_with(gru_units=64),  # a bidirectional GRU over the convolutions' frames
+    # a fourth block: twice the receptive field
+    "deep": functools.partial(models.build_pooled_cnn, blocks=(*models.POOLED_BLOCKS, (128, 3))),
+    # twice the filters, about 3.7x the weights
+    "wide": functools.partial(models.build_pooled_cnn, blocks=((128, 5), (256, 5), (256, 3)), hidden=128),
 }
 
 
@@ -125,12 +118,7 @@ def call_times_ms(n_calls: int = 300) -> dict[str, float]:
         model = models.compiled(build(config.shape, len(features.EMOTIONS)))
         for _ in range(20):  # tracing and warm-up
             model.predict_on_batch(window)
-        calls = []
-        for _ in range(n_calls):
-            start = time.perf_counter()
-            model.predict_on_batch(window)
-            calls.append(time.perf_counter() - start)
-        times[name] = 1000 * float(np.median(calls))
+        times[name] = float(np.median(bench_live.hop_times_ms(model.predict_on_batch, [window] * n_calls)))
     return times
 
 
