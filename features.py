@@ -438,7 +438,8 @@ def read_cache(cache_file: Path, config: FeatureConfig) -> tuple[dict[str, np.nd
             skip_keys, reasons = z["skip_keys"], z["skip_reasons"]
             if X.shape[1:] != config.shape or len(keys) != len(X) or len(skip_keys) != len(reasons):
                 raise ValueError("shapes do not match its config")
-            return dict(zip(keys.tolist(), X)), dict(zip(skip_keys.tolist(), reasons.tolist()))
+            return (dict(zip(keys.tolist(), X, strict=True)),
+                    dict(zip(skip_keys.tolist(), reasons.tolist(), strict=True)))
     except Exception as e:  # noqa: BLE001 - any failure to read means the same thing: rebuild
         log.warning(f"feature cache {cache_file} is unreadable ({type(e).__name__}: {e}); rebuilding it")
         return {}, {}
@@ -464,12 +465,12 @@ def load_features(clips: pd.DataFrame, config: FeatureConfig, cache_dir: str | P
     cache_file = Path(cache_dir) / f"mfcc-{config.digest()}.npz" if cache_dir is not None else None
     cached, cached_skips = read_cache(cache_file, config) if cache_file else ({}, {})
     keys = [file_key(p) for p in clips["path"]]
-    todo = [(k, p) for k, p in zip(keys, clips["path"]) if k not in cached and k not in cached_skips]
+    todo = [(k, p) for k, p in zip(keys, clips["path"], strict=True) if k not in cached and k not in cached_skips]
     if todo:
         # Each thread runs its own FFTs; a multi-threaded BLAS underneath only fights them for cores.
         with threadpool_limits(1), ThreadPoolExecutor(workers or os.cpu_count()) as pool:
             results = pool.map(_features_or_reason, [p for _, p in todo], [config] * len(todo))
-            for (key, _), result in tqdm(zip(todo, results), total=len(todo), desc="MFCC", unit="clip",
+            for (key, _), result in tqdm(zip(todo, results, strict=True), total=len(todo), desc="MFCC", unit="clip",
                                          disable=None):
                 if isinstance(result, str):
                     cached_skips[key] = result
@@ -480,5 +481,5 @@ def load_features(clips: pd.DataFrame, config: FeatureConfig, cache_dir: str | P
     ok = np.array([k in cached for k in keys], dtype=bool)
     X = np.stack([cached[k] for k in keys if k in cached]) if ok.any() else np.zeros((0, *config.shape), np.float32)
     skipped = pd.DataFrame({"path": clips["path"][~ok].tolist(),
-                            "reason": [cached_skips[k] for k, good in zip(keys, ok) if not good]})
+                            "reason": [cached_skips[k] for k, good in zip(keys, ok, strict=True) if not good]})
     return FeatureSet(X=X, clips=clips[ok].reset_index(drop=True), skipped=skipped, n_extracted=len(todo))

@@ -2,8 +2,8 @@
 
 A model directory holds `model.keras` and `metadata.json` (labels in output order, the
 FeatureConfig, the split, training options, library versions). `save_model_dir` writes it
-atomically; `load_model_dir` reads it back with Keras' safe mode on. export_model.py adds
-`model.tflite` (and `model-int8.tflite`, `model.onnx`); `load_exported` runs those.
+atomically; `load_model_dir` reads it back with Keras' safe mode on. `export_model_dir` adds
+`model.tflite` (and `model-int8.tflite`, `model.onnx`); `inference.load_exported` runs those.
 """
 import os
 
@@ -12,10 +12,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import contextlib  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -23,16 +26,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
-from features import FeatureConfig  # noqa: E402
+from features import FeatureConfig, atomic_output  # noqa: E402
+from inference import ONNX_FILE, TFLITE_FILE, TFLITE_INT8_FILE  # noqa: E402
 
 # Keras' retracing notices when many models are trained in one process (cross-validation) are not for users.
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
-TFLITE_FILE = "model.tflite"  # written by export_model.py, float32
-TFLITE_INT8_FILE = "model-int8.tflite"  # export_model.py --int8: dynamic-range int8 weights
-ONNX_FILE = "model.onnx"  # export_model.py --onnx
 
 
 def compiled(model: keras.Model, learning_rate=1e-3, label_smoothing: float = 0.0) -> keras.Model:
@@ -180,72 +181,57 @@ def load_model_dir(model_dir: str | Path) -> SavedModel:
 
 
 # ---------------------------------------------------------------------------------------------
-# Exported models (export_model.py): the same probabilities without Keras.
+# Export for runtimes without Keras (export_model.py); inference.load_exported runs the files.
+
+ONNX_OPSET = 17
 
 
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Silence what native code writes to file descriptor 2 (LiteRT's "INFO: Created ... delegate")."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+class ExportError(Exception):
+    """A converter that failed, with its reason."""
 
 
-class TFLiteModel:
-    """Class probabilities (n, classes) for features X (n, frames, coefficients) from a .tflite file,
-    through the LiteRT interpreter (the ai-edge-litert package, TensorFlow Lite's successor)."""
-
-    def __init__(self, path: str | Path, num_threads: int = 1):
-        from ai_edge_litert.interpreter import Interpreter
-        with quiet_native_stderr():
-            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-            self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]["index"]
-        self.output = self.interpreter.get_output_details()[0]["index"]
-        self.batch = 1
-
-    def __call__(self, X: np.ndarray) -> np.ndarray:
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        if len(X) != self.batch:  # the batch dimension is dynamic; resizing costs a re-allocation
-            self.interpreter.resize_tensor_input(self.input, X.shape)
-            self.interpreter.allocate_tensors()
-            self.batch = len(X)
-        self.interpreter.set_tensor(self.input, X)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output).copy()
+def write_saved_model(model: keras.Model, path: Path) -> None:
+    """The model's inference function as a TensorFlow SavedModel, the converters' common input."""
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the exported signature
+        model.export(str(path), format="tf_saved_model")
 
 
-class OnnxModel:
-    """Class probabilities (n, classes) for features X (n, frames, coefficients) from a .onnx file, through
-    onnxruntime on the CPU."""
-
-    def __init__(self, path: str | Path, num_threads: int = 1):
-        import onnxruntime
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = num_threads
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-
-    def __call__(self, X: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: np.asarray(X, dtype=np.float32)})[0]
+def tflite_bytes(saved_model: Path, int8: bool = False) -> bytes:
+    """A .tflite flatbuffer of the SavedModel: float32, or with int8 weights (dynamic-range quantisation)."""
+    import tensorflow as tf
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    if int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
 
 
-def load_exported(path: str | Path):
-    """A TFLiteModel or OnnxModel for an exported file, by its suffix. Raises ModelDirError if it is missing
-    or unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        flag = {ONNX_FILE: " --onnx", TFLITE_INT8_FILE: " --int8"}.get(path.name, "")
-        raise ModelDirError(f"no exported model at {path}; write it with: python export_model.py "
-                            f"--model-dir {path.parent}{flag}")
-    try:
-        return OnnxModel(path) if path.suffix == ".onnx" else TFLiteModel(path)
-    except Exception as e:  # noqa: BLE001 - the runtimes raise many kinds for a bad file
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelDirError(f"cannot load {path}: {reason[:200]}") from None
+def write_onnx(saved_model: Path, path: Path) -> None:
+    """An ONNX file of the SavedModel through tf2onnx's command line, its supported entry point for Keras 3
+    models (its from_keras and from_function fail on them). Raises ExportError with the converter's last line."""
+    done = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved_model),
+                           "--output", str(path), "--opset", str(ONNX_OPSET)], capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise ExportError(f"tf2onnx failed: {lines[-1] if lines else f'exit status {done.returncode}'}")
+
+
+def export_model_dir(model_dir: str | Path, int8: bool = False, onnx: bool = False) -> list[Path]:
+    """Write model.tflite, and with the flags model-int8.tflite and model.onnx, into model_dir.
+
+    Each file is written under a temporary name and renamed into place.
+    """
+    model_dir = Path(model_dir)
+    saved = load_model_dir(model_dir)
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        saved_model = Path(tmp) / "saved_model"
+        write_saved_model(saved.model, saved_model)
+        for name, quantise in [(TFLITE_FILE, False)] + ([(TFLITE_INT8_FILE, True)] if int8 else []):
+            with atomic_output(model_dir / name) as part:
+                part.write_bytes(tflite_bytes(saved_model, quantise))
+            written.append(model_dir / name)
+        if onnx:
+            with atomic_output(model_dir / ONNX_FILE) as part:
+                write_onnx(saved_model, part)
+            written.append(model_dir / ONNX_FILE)
+    return written

@@ -11,7 +11,7 @@ evaluate_speakers.py's 5-fold cross-validation by actor (README, Results, has th
 of training clips and their labels (Beta(a, a) weights) after the default's masks; --ensemble N
 averages the probabilities of N models trained with different seeds. Every option of
 evaluate_speakers.py applies as well; with --bench, bench_pipeline.py runs instead, with its
-options. These live here and not in model.py and train_model.py because none paid for itself:
+options. These live here and not in model.py and training.py because none paid for itself:
 the wide CNN and the ensemble gained about as much as one run differs from the next, at three
 times the training time (and the ensemble's three model calls would take the live hop past
 its 10 ms budget).
@@ -26,12 +26,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_live  # noqa: E402
 import bench_pipeline  # noqa: E402
-import evaluate_speakers  # noqa: E402
+import evaluation  # noqa: E402
 import features  # noqa: E402
 import model as models  # noqa: E402
-import train_model  # noqa: E402
-import tensorflow as tf  # noqa: E402  (after model: it quietens TensorFlow)
+import recipes  # noqa: E402
+import training  # noqa: E402
 from model import keras, layers  # noqa: E402
+
+# isort: split
+import tensorflow as tf  # noqa: E402  (after model, which quietens it)
 
 
 def attention_pool(x):
@@ -84,8 +87,8 @@ def mixup(x, y, alpha: float):
 
 
 def with_mixup(alpha: float):
-    """train_model.augmented_batches with mixup after its masks."""
-    masked = train_model.augmented_batches
+    """training.augmented_batches with mixup after its masks."""
+    masked = training.augmented_batches
 
     def batches(X, y, batch_size, seed):
         return masked(X, y, batch_size, seed).map(lambda x, label: mixup(x, label, alpha),
@@ -94,8 +97,8 @@ def with_mixup(alpha: float):
 
 
 def with_ensemble(n: int):
-    """train_model.train that trains n models (seeds seed, seed + 1000, ...) and returns their average."""
-    train_one = train_model.train
+    """training.train that trains n models (seeds seed, seed + 1000, ...) and returns their average."""
+    train_one = training.train
 
     def train(X_train, y_train, X_val, y_val, recipe, seed, verbose=None):
         runs = [train_one(X_train, y_train, X_val, y_val, recipe, seed + 1000 * i, verbose) for i in range(n)]
@@ -111,7 +114,7 @@ def call_times_ms(n_calls: int = 300) -> dict[str, float]:
 
     Weights do not change the time, so the models are untrained; ensembles cost their members' sum.
     """
-    config = train_model.recipe_config(train_model.apply_recipe(argparse.Namespace(recipe=train_model.DEFAULT_RECIPE)))
+    config = recipes.recipe_config(recipes.default_recipe())
     window = np.zeros((1, *config.shape), np.float32)
     times = {}
     for name, build in {"pooled": models.build_pooled_cnn, **VARIANTS}.items():
@@ -123,7 +126,7 @@ def call_times_ms(n_calls: int = 300) -> dict[str, float]:
 
 
 def main():
-    p = argparse.ArgumentParser(add_help=False)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mixup", type=float, default=0.0, help="Beta(a, a) of mixup; 0: none")
     p.add_argument("--ensemble", type=int, default=1, help="average this many models, each its own seed")
     p.add_argument("--bench", action="store_true", help="run bench_pipeline.py (random/speaker split) instead")
@@ -134,11 +137,21 @@ def main():
             print(f"{name:10} {ms:.2f} ms median per model call")
         return
     if args.mixup:
-        train_model.augmented_batches = with_mixup(args.mixup)
+        training.augmented_batches = with_mixup(args.mixup)
     if args.ensemble > 1:
-        train_model.train = with_ensemble(args.ensemble)
-    models.MODELS.update(VARIANTS)  # before evaluate_speakers builds its parser: --model takes them
-    (bench_pipeline.main if args.bench else evaluate_speakers.main)(rest)
+        training.train = with_ensemble(args.ensemble)
+    models.MODELS.update(VARIANTS)
+    model_names = [*recipes.MODEL_NAMES, *VARIANTS]
+    if args.bench:
+        bench_pipeline.main(rest, model_names)
+        return
+    # evaluate_speakers.py's options, with the variants as models.
+    cv = argparse.ArgumentParser(prog="ablations.py")
+    cv.add_argument("--data-dir", default="data")
+    cv.add_argument("--out", default="results/speakers")
+    cv.add_argument("--without-tess", action="store_true", help="train on RAVDESS alone")
+    recipes.add_recipe_arguments(cv, model_names)
+    evaluation.run_cross_validation(recipes.apply_recipe(cv.parse_args(rest)))
 
 
 if __name__ == "__main__":

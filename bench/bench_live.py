@@ -9,6 +9,7 @@ and ONNX model (onnxruntime), and, for comparison, an eager `model(x)` call and
 export_model.py. First calls (numba, tracing) are paid before timing.
 """
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -17,9 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import features  # noqa: E402
-import export_model  # noqa: E402
-import model as models  # noqa: E402
-import predict_live as live  # noqa: E402
+import inference  # noqa: E402
 
 
 def hop_times_ms(step, windows) -> np.ndarray:
@@ -38,15 +37,16 @@ def main():
     p.add_argument("--device-rate", type=int, default=48000)
     p.add_argument("--hops", type=int, default=300)
     args = p.parse_args()
+    import model as models  # once the arguments are good: TensorFlow takes seconds to load
     model_dir = Path(args.model_dir)
     saved = models.load_model_dir(model_dir)
-    if not (model_dir / models.TFLITE_FILE).exists() or not (model_dir / models.ONNX_FILE).exists():
+    if not (model_dir / inference.TFLITE_FILE).exists() or not (model_dir / inference.ONNX_FILE).exists():
         print(f"exporting {model_dir} (export_model.py --onnx)")
-        export_model.export(model_dir, onnx=True)
-    classifiers = {name: live.LiveClassifier(live.Predictor(saved, exported), args.device_rate, smoothing=0)
+        models.export_model_dir(model_dir, onnx=True)
+    classifiers = {name: inference.LiveClassifier(inference.Predictor(saved, exported), args.device_rate, smoothing=0)
                    for name, exported in [("predict_live (Keras predict_on_batch)", None),
-                                          ("predict_live --tflite (LiteRT)", model_dir / models.TFLITE_FILE),
-                                          ("predict_live --onnx (onnxruntime)", model_dir / models.ONNX_FILE)]}
+                                          ("predict_live --tflite (LiteRT)", model_dir / inference.TFLITE_FILE),
+                                          ("predict_live --onnx (onnxruntime)", model_dir / inference.ONNX_FILE)]}
     for classify in classifiers.values():
         classify.warm_up()
 
@@ -55,7 +55,8 @@ def main():
     window_samples = round(saved.config.window_s * args.device_rate)
     windows = [features.fix_length(features.load_audio(p, args.device_rate), window_samples) for p in paths]
 
-    rows = [(name, hop_times_ms(lambda w: classify(w, 0.0), windows)) for name, classify in classifiers.items()]
+    rows = [(name, hop_times_ms(functools.partial(classify, time_s=0.0), windows))
+            for name, classify in classifiers.items()]
     direct = rows[0][1]
 
     def hop_with(call):
@@ -70,7 +71,8 @@ def main():
     for name, t in rows:
         print(f"{name:40} median {np.median(t):6.2f} ms  p95 {np.percentile(t, 95):6.2f} ms  "
               f"({np.median(t) / np.median(direct):4.1f}x)")
-    print(f"{len(direct)} hops of real clips at {args.device_rate} Hz; hop budget {live.DEFAULT_HOP_S * 1000:.0f} ms")
+    print(f"{len(direct)} hops of real clips at {args.device_rate} Hz; "
+          f"hop budget {inference.DEFAULT_HOP_S * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -14,19 +14,21 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import features  # noqa: E402
-import test_model  # noqa: E402
-import train_model  # noqa: E402
+import recipes  # noqa: E402
 
 
-def main(argv=None):
+def main(argv=None, model_names=recipes.MODEL_NAMES):
+    """model_names: what --model accepts (bench/ablations.py adds its variants)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="data")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--splits", nargs="+", choices=["random", "speaker"], default=["random", "speaker"])
-    train_model.add_recipe_arguments(p)
-    args = train_model.apply_recipe(p.parse_args(argv))
-    config = train_model.recipe_config(args)
+    recipes.add_recipe_arguments(p, model_names)
+    args = recipes.apply_recipe(p.parse_args(argv))
+    config = recipes.recipe_config(args)
+    import evaluation  # once the arguments are good: TensorFlow takes seconds to load
+    import features
+    import training
 
     clips, _ = features.index_corpus(args.data_dir)
     features.clip_features(clips["path"][0], config)  # numba compilation, outside the timings
@@ -43,18 +45,18 @@ def main(argv=None):
     print(f"cached load (index + cache): {cached:.2f} s")
 
     X = features.standardise_per_speaker(data.X, data.clips["speaker"]) if args.speaker_norm else data.X
-    y = data.clips["emotion"].map(features.EMOTIONS.index).to_numpy()
-    print(f"recipe: {train_model.recipe(args)}")
+    y = training.labels_of(data.clips)
+    print(f"recipe: {recipes.recipe_record(args)}")
     for split in args.splits:
         results = []
         for seed in args.seeds:
-            side = (train_model.random_split(data.clips, seed) if split == "random" else
-                    train_model.speaker_split(data.clips, list(train_model.DEFAULT_TEST_SPEAKERS), seed))
+            side = (training.random_split(data.clips, seed) if split == "random" else
+                    training.speaker_split(data.clips, list(recipes.DEFAULT_TEST_SPEAKERS), seed))
             tr, va, te = (side == "train"), (side == "val"), (side == "test")
             start = time.perf_counter()
-            model, _, best_epoch = train_model.train(X[tr], y[tr], X[va], y[va], args, seed, verbose=0)
+            model, _, best_epoch = training.train(X[tr], y[tr], X[va], y[va], args, seed, verbose=0)
             per_epoch = (time.perf_counter() - start) / args.epochs
-            ev = test_model.evaluate(model.predict(X[te], batch_size=256, verbose=0), data.clips[te],
+            ev = evaluation.evaluate(model.predict(X[te], batch_size=256, verbose=0), data.clips[te],
                                      list(features.EMOTIONS))
             results.append(ev)
             parts = "  ".join(f"{c} {s['accuracy']:.3f}" for c, s in ev["per_corpus"].items())

@@ -16,183 +16,10 @@ evaluates both (test_model.py) and copies their training curves and confusion ma
 a demo clip's waveform and MFCC, into demo/figures/: a few minutes on two cores.
 """
 import argparse
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import librosa.display  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import features  # noqa: E402
-
 DEMO = Path(__file__).resolve().parent
-DPI = 100
-FIGSIZE = (10, 4)  # inches: every picture is 1000 x 400 pixels
-
-# (file stem, espeak-ng voice, pitch 0-99, words per minute, amplitude 0-200, text)
-CLIPS = [
-    ("plain", "en-us", 50, 160, 100, "Kids are talking by the door."),
-    ("high-fast-loud", "en-us", 85, 230, 190, "Kids are talking by the door!"),
-    ("low-slow-quiet", "en-us", 15, 110, 40, "Kids are talking by the door."),
-    ("female-voice", "en-us+f3", 60, 170, 120, "Dogs are sitting by the door."),
-    ("deep-emphatic", "en-us+m3", 25, 140, 170, "Dogs are sitting by the door!"),
-    ("say-the-word", "en-gb", 45, 150, 100, "Say the word youth."),
-]
-
-
-class DemoError(Exception):
-    """Something the user has to fix: a missing tool or file."""
-
-
-def synthesise_clips(out_dir: Path) -> list[Path]:
-    """CLIPS as 16-bit mono WAV files at espeak-ng's own 22,050 Hz in out_dir. Raises DemoError without espeak-ng."""
-    if shutil.which("espeak-ng") is None:
-        raise DemoError("espeak-ng is not installed (Debian/Ubuntu: apt-get install espeak-ng)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for stem, voice, pitch, rate, amplitude, text in CLIPS:
-        path = out_dir / f"{stem}.wav"
-        with features.atomic_output(path) as tmp:
-            subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(rate), "-a", str(amplitude),
-                            "-w", str(tmp), text], check=True, capture_output=True)
-        paths.append(path)
-    return paths
-
-
-# ---------------------------------------------------------------------------------------------
-# Pictures: each takes arrays of known shape and writes one PNG of FIGSIZE at DPI.
-
-
-def save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    with features.atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png")
-    plt.close(fig)
-    return path
-
-
-def plot_waveform(y: np.ndarray, sample_rate: int, path: Path, title: str = "",
-                  window: tuple[float, float] | None = None) -> Path:
-    """y (n,) at sample_rate against seconds; `window` (start s, end s) is shaded."""
-    fig, ax = plt.subplots(figsize=FIGSIZE)
-    librosa.display.waveshow(y, sr=sample_rate, ax=ax, color="tab:blue")
-    if window is not None:
-        ax.axvspan(*window, color="tab:orange", alpha=0.15, label="the model's window")
-        ax.legend(loc="upper right")
-    ax.set(xlabel="time (s)", ylabel="amplitude", title=title or "waveform")
-    return save(fig, path)
-
-
-def plot_mfcc(mfcc: np.ndarray, config: features.FeatureConfig, path: Path, title: str = "") -> Path:
-    """MFCCs (frames, n_mfcc), as features.mfcc_sequence returns them, against seconds."""
-    fig, ax = plt.subplots(figsize=FIGSIZE)
-    image = librosa.display.specshow(mfcc.T, sr=config.sample_rate, hop_length=config.hop_length, x_axis="s",
-                                     ax=ax, cmap="coolwarm")
-    ax.set(xlabel="time (s)", ylabel="MFCC coefficient", title=title or f"{mfcc.shape[1]} MFCCs, as the model sees them")
-    ax.set_yticks(np.arange(mfcc.shape[1]) + 0.5, labels=[str(i) for i in range(mfcc.shape[1])])
-    fig.colorbar(image, ax=ax, label="value")
-    return save(fig, path)
-
-
-def plot_log_mel(log_mel: np.ndarray, config: features.FeatureConfig, path: Path, title: str = "") -> Path:
-    """A log-mel spectrogram (n_mels, frames) in dB, as features.log_mel_spectrogram returns it, against
-    seconds and Hz."""
-    fig, ax = plt.subplots(figsize=FIGSIZE)
-    image = librosa.display.specshow(log_mel, sr=config.sample_rate, hop_length=config.hop_length, x_axis="s",
-                                     y_axis="mel", ax=ax, cmap="magma")
-    ax.set(xlabel="time (s)", ylabel="frequency (Hz)", title=title or f"log-mel spectrogram, {log_mel.shape[0]} bands")
-    fig.colorbar(image, ax=ax, format="%+.0f dB")
-    return save(fig, path)
-
-
-def plot_probabilities(probabilities: dict[str, float], path: Path, title: str = "") -> Path:
-    """A bar per class, the most likely one highlighted."""
-    labels, p = list(probabilities), np.array(list(probabilities.values()))
-    fig, ax = plt.subplots(figsize=FIGSIZE)
-    colours = ["tab:orange" if i == p.argmax() else "tab:blue" for i in range(len(p))]
-    ax.bar(labels, p, color=colours)
-    for i, value in enumerate(p):
-        ax.text(i, value + 0.01, f"{value:.2f}", ha="center", va="bottom")
-    ax.set(ylim=(0, 1.1), ylabel="probability", title=title or "class probabilities")
-    return save(fig, path)
-
-
-def plot_clip(path: Path, out_dir: Path, config: features.FeatureConfig) -> list[Path]:
-    """The waveform, MFCC and log-mel pictures of one audio file, as <stem>_<kind>.png in out_dir.
-
-    Raises features.SkipClip for a file that is unreadable or silent.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    y = features.load_audio(path, config.sample_rate)
-    window = features.model_window(y, config)
-    start = window_start_s(y, window, config)
-    name = Path(path).name
-    return [
-        plot_waveform(y / np.max(np.abs(y)), config.sample_rate, out_dir / f"{Path(path).stem}_waveform.png",
-                      f"{name}: waveform at {config.sample_rate} Hz, peak-normalised",
-                      window=(start, start + config.window_s)),
-        plot_mfcc(features.mfcc_sequence(window, config), config, out_dir / f"{Path(path).stem}_mfcc.png",
-                  f"{name}: {config.n_mfcc} MFCCs of the model's {config.window_s:g} s window"
-                  + (" (it also sees their deltas)" if config.deltas else "")),
-        plot_log_mel(features.log_mel_spectrogram(window, config), config, out_dir / f"{Path(path).stem}_logmel.png",
-                     f"{name}: log-mel spectrogram ({config.n_mels} bands) of the same window"),
-    ]
-
-
-def window_start_s(y: np.ndarray, window: np.ndarray, config: features.FeatureConfig) -> float:
-    """Where in y (seconds) features.model_window starts: after trimming, centred; negative if padded."""
-    start, stop = features.trimmed_span(y, config)
-    return (start + features.centred_start(stop - start, len(window))) / config.sample_rate
-
-
-def default_config() -> features.FeatureConfig:
-    """The feature config of train_model.py's default recipe: what a model trained without options sees."""
-    import train_model
-    return train_model.recipe_config(train_model.apply_recipe(argparse.Namespace(recipe=train_model.DEFAULT_RECIPE)))
-
-
-def plot_predictions(paths: list[Path], out_dir: Path, predictor, model_name: str) -> list[Path]:
-    """<stem>_probabilities.png for each file: what a predict_live.Predictor says, as predict_live.py --file."""
-    import predict_live
-    results, skipped = predict_live.classify_files(paths, predictor)
-    for path, reason in skipped:
-        print(f"skipped {path}: {reason}")
-    return [plot_probabilities(r["probabilities"], out_dir / f"{Path(r['path']).stem}_probabilities.png",
-                               f"{Path(r['path']).name}: {r['label']} ({model_name})") for r in results]
-
-
-# ---------------------------------------------------------------------------------------------
-# README figures
-
-
-def readme_figures(data_dir: str, work_dir: Path, out_dir: Path, clip: Path) -> list[Path]:
-    """Train and evaluate the default recipe on both splits and copy the README's pictures to out_dir."""
-    import model as models
-    import test_model
-    import train_model
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for split in ["random", "speaker"]:
-        model_dir = work_dir / f"default-{split}"
-        train_model.main(["--data-dir", data_dir, "--model-dir", str(model_dir), "--split", split, "--overwrite"])
-        test_model.main(["--model-dir", str(model_dir)])
-        for name in ["training_curves.png", "confusion_matrix.png"]:
-            target = out_dir / f"{Path(name).stem}_{split}.png"
-            shutil.copyfile(model_dir / name, target)
-            written.append(target)
-    config = models.load_model_dir(work_dir / "default-random").config
-    for picture in plot_clip(clip, work_dir / "pictures", config)[:2]:
-        target = out_dir / picture.name.replace(f"{clip.stem}_", "")
-        shutil.copyfile(picture, target)
-        written.append(target)
-    return written
 
 
 def main(argv=None):
@@ -206,36 +33,21 @@ def main(argv=None):
     p.add_argument("--work-dir", type=Path, default=Path("models/readme"),
                    help="with --readme: where its models go (default: models/readme)")
     args = p.parse_args(argv)
-    import model as models  # TensorFlow, only once the arguments are known to be good
-    try:
-        return run(args)
-    except (DemoError, models.ModelDirError) as e:
-        sys.exit(f"error: {e}")
-
-
-def run(args) -> list[Path]:
+    # Imported once the arguments are good: plotting and TensorFlow take seconds to load.
+    import drawing
     import model as models
-    import predict_live
-    if args.readme:
-        clip = args.clips / f"{CLIPS[0][0]}.wav"
-        if not clip.is_file():
-            raise DemoError(f"no demo clip at {clip}; make the clips first: python demo/make_demo.py")
-        written = readme_figures(args.data_dir, args.work_dir, DEMO / "figures", clip)
-    else:
-        missing = [str(path) for path in args.plot or [] if not path.is_file()]
-        if missing:
-            raise DemoError(f"no such file: {', '.join(missing)}")
-        saved = models.load_model_dir(args.model_dir) if args.model_dir is not None else None
-        config = saved.config if saved is not None else default_config()
-        paths = args.plot or synthesise_clips(args.clips)
-        written = []
-        for path in paths:
-            try:
-                written += plot_clip(path, args.out, config)
-            except features.SkipClip as skip:
-                print(f"skipped {path}: {skip}")
-        if saved is not None:
-            written += plot_predictions(paths, args.out, predict_live.Predictor(saved), args.model_dir.name)
+    try:
+        if args.readme:
+            written = drawing.readme_figures(args.data_dir, args.work_dir, DEMO / "figures", args.clips)
+        else:
+            missing = [str(path) for path in args.plot or [] if not path.is_file()]
+            if missing:
+                raise drawing.DemoError(f"no such file: {', '.join(missing)}")
+            saved = models.load_model_dir(args.model_dir) if args.model_dir is not None else None
+            paths = args.plot or drawing.synthesise_clips(args.clips)
+            written = drawing.clip_pictures(paths, args.out, saved, args.model_dir.name if saved else "")
+    except (drawing.DemoError, models.ModelDirError) as e:
+        sys.exit(f"error: {e}")
     for path in written:
         print(f"wrote {path}")
     return written

@@ -15,8 +15,9 @@ def test_every_variant_builds_and_learns_a_separable_task():
     X, y = separable_features(256)
     ablations.models.MODELS.update(ablations.VARIANTS)
     for name in ablations.VARIANTS:
-        args = recipe_options("--model", name, "--epochs", "5", "--no-augment")
-        model, history, _ = ablations.train_model.train(X, y, X, y, args, seed=0, verbose=0)
+        args = recipe_options("--epochs", "5", "--no-augment")
+        args.model = name  # the variants are --model choices of ablations.py only
+        model, history, _ = ablations.training.train(X, y, X, y, args, seed=0, verbose=0)
         assert model.output_shape == (None, len(F.EMOTIONS)), name
         assert history["accuracy"].max() > 0.5, name  # chance is 1/8; BatchNorm's moving statistics lag on val
 

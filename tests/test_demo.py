@@ -11,9 +11,9 @@ import features as F
 from conftest import ROOT, run_script
 
 sys.path.insert(0, str(ROOT / "demo"))
-import make_demo  # noqa: E402
+import drawing  # noqa: E402
 
-PICTURE_PIXELS = (make_demo.FIGSIZE[0] * make_demo.DPI, make_demo.FIGSIZE[1] * make_demo.DPI)
+PICTURE_PIXELS = (drawing.FIGSIZE[0] * drawing.DPI, drawing.FIGSIZE[1] * drawing.DPI)
 CONFIG = F.FeatureConfig()
 
 
@@ -37,10 +37,10 @@ def test_each_plot_writes_one_picture_of_the_expected_size(tmp_path):
     mfcc, log_mel = F.mfcc_sequence(window, CONFIG), F.log_mel_spectrogram(window, CONFIG)
     assert mfcc.shape == (130, 13) and log_mel.shape == (128, 130)
     pictures = [
-        make_demo.plot_waveform(y, 22050, tmp_path / "w.png", window=(-0.75, 2.25)),
-        make_demo.plot_mfcc(mfcc, CONFIG, tmp_path / "m.png"),
-        make_demo.plot_log_mel(log_mel, CONFIG, tmp_path / "l.png"),
-        make_demo.plot_probabilities(dict(zip(F.EMOTIONS, np.full(8, 1 / 8))), tmp_path / "p.png"),
+        drawing.plot_waveform(y, 22050, tmp_path / "w.png", window=(-0.75, 2.25)),
+        drawing.plot_mfcc(mfcc, CONFIG, tmp_path / "m.png"),
+        drawing.plot_log_mel(log_mel, CONFIG, tmp_path / "l.png"),
+        drawing.plot_probabilities(dict(zip(F.EMOTIONS, np.full(8, 1 / 8), strict=True)), tmp_path / "p.png"),
     ]
     for picture in pictures:
         assert picture.stat().st_size > 5_000 and png_size(picture) == PICTURE_PIXELS
@@ -52,12 +52,12 @@ def test_the_shaded_window_is_the_one_the_model_hears():
     y = np.concatenate([np.zeros(sr), vowel(1.0), np.zeros(2 * sr)])
     for config in [CONFIG, F.FeatureConfig(trim_db=30)]:
         window = F.model_window(y, config)
-        start = round(make_demo.window_start_s(y, window, config) * sr)
+        start = round(drawing.window_start_s(y, window, config) * sr)
         heard = window != 0  # trimming drops the quiet ends, which the shaded span of the clip still shows
         assert heard.sum() > 0.25 * config.n_samples
         assert np.array_equal(window[heard], (y / np.abs(y).max())[start:start + config.n_samples][heard])
     short = vowel(1.0)  # padded: the window starts before the clip
-    assert make_demo.window_start_s(short, F.model_window(short, CONFIG), CONFIG) == pytest.approx(-1.0, abs=1e-3)
+    assert drawing.window_start_s(short, F.model_window(short, CONFIG), CONFIG) == pytest.approx(-1.0, abs=1e-3)
 
 
 def test_demo_plots_a_users_file_with_a_models_probabilities(brief_model, tmp_path):
@@ -77,13 +77,13 @@ def test_demo_plots_a_users_file_with_a_models_probabilities(brief_model, tmp_pa
 
 
 def test_demo_clips_are_synthesised_small_and_pictured(tmp_path):
-    if make_demo.shutil.which("espeak-ng") is None:
+    if drawing.shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (.ci/run installs it)")
     clips, out = tmp_path / "clips", tmp_path / "pictures"
     result = run_script("demo/make_demo.py", "--clips", clips, "--out", out)
     assert result.returncode == 0, result.stderr
     wavs = sorted(clips.iterdir())
-    assert [p.stem for p in wavs] == sorted(stem for stem, *_ in make_demo.CLIPS)
+    assert [p.stem for p in wavs] == sorted(stem for stem, *_ in drawing.CLIPS)
     assert sum(p.stat().st_size for p in wavs) < 1_000_000
     for wav in wavs:
         info = sf.info(wav)
@@ -98,7 +98,7 @@ def test_demo_clips_are_synthesised_small_and_pictured(tmp_path):
 
 def test_committed_demo_clips_stay_under_a_megabyte():
     wavs = list((ROOT / "demo" / "clips").glob("*.wav"))
-    assert len(wavs) == len(make_demo.CLIPS)
+    assert len(wavs) == len(drawing.CLIPS)
     assert sum(p.stat().st_size for p in wavs) < 1_000_000
 
 

@@ -90,7 +90,7 @@ def test_folder_per_emotion_corpus_beside_the_others(datasets, tmp_path):
     clips, summary = F.index_corpus(tmp_path)
     custom = clips[clips["corpus"] == "custom"]
     assert len(custom) == 16 and len(clips) == 16 + 60
-    assert dict(zip(custom["relpath"], custom["emotion"])) == {
+    assert dict(zip(custom["relpath"], custom["emotion"], strict=True)) == {
         f"mine/{folder}/take{i}{'.flac' if i else '.wav'}": emotion
         for folder, emotion in layout.items() if emotion for i in range(2)}
     assert set(custom["speaker"]) == {"custom-mine"}
@@ -165,7 +165,7 @@ def test_bad_files_are_named_counted_skips(tmp_path):
     result = F.load_features(clips, CONFIG, cache_dir=tmp_path / "cache")
     assert result.clips["relpath"].tolist() == ["03-01-07-01-01-01-01.wav"]
     assert result.X.shape == (1, *CONFIG.shape)
-    got = {os.path.basename(p): r for p, r in zip(result.skipped["path"], result.skipped["reason"])}
+    got = {os.path.basename(p): r for p, r in zip(result.skipped["path"], result.skipped["reason"], strict=True)}
     assert got == bad
     assert result.skip_line().startswith("skipped 6 clips (3 unreadable, ")
     for path, reason in bad.items():

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import export_model
 import features as F
+import inference
+import model as models
 import predict_live as live
 from conftest import ROOT, run_script
 
@@ -51,7 +52,8 @@ def pulse(tmp_path_factory):
     for command in (["set-default-sink", "ser_sink"], ["set-default-source", "ser_sink.monitor"]):
         subprocess.run(["pactl", *command], env=env, check=True)
     # A silent player keeps the sink running, so the first capture does not stall.
-    keep_busy = subprocess.Popen(["pacat", "--playback", "--raw"], stdin=open("/dev/zero", "rb"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    keep_busy = subprocess.Popen(["pacat", "--playback", "--raw"], stdin=open("/dev/zero", "rb"), env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     yield env
     for process in (keep_busy, daemon):
         process.terminate()
@@ -62,7 +64,7 @@ def pulse(tmp_path_factory):
 def simulated_stream_label(y: np.ndarray, predictor, offset_s: float) -> str:
     """The label with the highest mean probability over the non-silent hops of a stream that plays y
     (at 22,050 Hz) after 1.5 + offset_s seconds of silence, computed offline with the live code."""
-    classify = live.LiveClassifier(predictor, 22050, smoothing=0)
+    classify = inference.LiveClassifier(predictor, 22050, smoothing=0)
     stream = np.concatenate([np.zeros(round((1.5 + offset_s) * 22050), np.float32), y,
                              np.zeros(4 * 22050, np.float32)])
     hops = [classify(stream[end - classify.window_samples:end], 0.0)
@@ -79,10 +81,10 @@ def stable_clip(full_model, datasets):
     label depends on neither tests the audio path itself: device, resampling, ring buffer, gate
     and model, end to end.
     """
-    predictor = live.Predictor(live.models.load_model_dir(full_model[0]))
+    predictor = inference.Predictor(models.load_model_dir(full_model[0]))
     for candidate in CLIP_CANDIDATES:
         path = datasets / candidate
-        (result,), _ = live.classify_files([path], predictor)
+        (result,), _ = inference.classify_files([path], predictor)
         y = F.load_audio(path, 22050)
         if all(simulated_stream_label(y, predictor, o) == result["label"] for o in (0, 0.1, 0.2, 0.3, 0.4)):
             return str(path), result["label"]
@@ -93,7 +95,7 @@ def stable_clip(full_model, datasets):
 def test_live_hears_a_clip_played_into_the_microphone(pulse, full_model, stable_clip, tmp_path, runtime):
     clip, file_label = stable_clip
     if runtime:
-        export_model.export(full_model[0])
+        models.export_model_dir(full_model[0])
     log = tmp_path / "live.csv"
     listener = subprocess.Popen(
         [sys.executable, "predict_live.py", "--model-dir", str(full_model[0]), "--duration", "11", "--log", str(log),
@@ -116,14 +118,14 @@ def test_live_hears_a_clip_played_into_the_microphone(pulse, full_model, stable_
     assert list(hops.columns) == ["time_s", "label", *F.EMOTIONS, "level_db"]
     assert len(hops) == len(lines) - 2 and 19 <= len(hops) <= 22
     assert np.allclose(np.diff(hops["time_s"]), 0.5, atol=0.05)
-    loud = (hops["level_db"] >= live.DEFAULT_SILENCE_DB).to_numpy()
+    loud = (hops["level_db"] >= inference.DEFAULT_SILENCE_DB).to_numpy()
     assert loud.any(), "the clip never reached the microphone"
     first, last = loud.argmax(), len(loud) - 1 - loud[::-1].argmax()
     clip_s = F.load_audio(clip, 22050).size / 22050
     # One block of hops: from the clip's start until it has left the 3 s window.
     assert first >= 3 and (last - first + 1) * 0.5 <= clip_s + 3 + 0.5
-    assert (hops["label"][:first] == live.SILENCE).all()
-    assert (hops["label"][first:last + 1] != live.SILENCE).all()
+    assert (hops["label"][:first] == inference.SILENCE).all()
+    assert (hops["label"][first:last + 1] != inference.SILENCE).all()
     assert loud[first:last + 1].all()
     assert hops.loc[first:last, list(F.EMOTIONS)].notna().all().all()
     assert hops.loc[~loud, list(F.EMOTIONS)].isna().all().all()
@@ -148,15 +150,15 @@ def test_file_mode_prints_a_table_and_writes_results(full_model, datasets, tmp_p
 
 
 def test_long_files_are_averaged_over_windows(full_model, datasets, tmp_path):
-    predictor = live.Predictor(live.models.load_model_dir(full_model[0]))
+    predictor = inference.Predictor(models.load_model_dir(full_model[0]))
     config = predictor.config
     clip = F.load_audio(datasets / "tess" / "OAF_angry" / "OAF_bar_angry.flac", 22050)
     y = np.concatenate([clip, np.zeros(22050 * 7, np.float32), clip, clip])
     F.sf.write(tmp_path / "long.flac", y, 22050)
     (tmp_path / "broken.wav").write_bytes(b"")
-    results, skipped = live.classify_files([tmp_path / "long.flac", tmp_path / "broken.wav"], predictor)
-    windows = live.file_windows(y, config)
-    all_windows = round((len(y) - config.n_samples) / (config.n_samples * live.FILE_WINDOW_STEP)) + 1
+    results, skipped = inference.classify_files([tmp_path / "long.flac", tmp_path / "broken.wav"], predictor)
+    windows = inference.file_windows(y, config)
+    all_windows = round((len(y) - config.n_samples) / (config.n_samples * inference.FILE_WINDOW_STEP)) + 1
     assert 3 <= len(windows) < all_windows  # the windows inside the 7 s of silence are left out
     assert results[0]["windows"] == len(windows)
     if predictor.speaker_norm:  # one file of no corpus: its windows are one speaker's
@@ -164,11 +166,11 @@ def test_long_files_are_averaged_over_windows(full_model, datasets, tmp_path):
     expected = predictor(windows).mean(axis=0)
     assert np.allclose([results[0]["probabilities"][c] for c in predictor.labels], expected, atol=1e-6)
     assert skipped == [(str(tmp_path / "broken.wav"), "unreadable")]
-    short = live.file_windows(clip, config)
+    short = inference.file_windows(clip, config)
     assert short.shape == (1, *config.shape)
     assert np.array_equal(short[0], F.waveform_features(clip, config))  # the centre window, as in training
     with pytest.raises(F.SkipClip, match="silent"):
-        live.file_windows(np.zeros(22050 * 10, np.float32), config)
+        inference.file_windows(np.zeros(22050 * 10, np.float32), config)
 
 
 def test_no_input_device_is_one_line(tmp_path, full_model):
@@ -212,36 +214,38 @@ def test_ring_buffer_keeps_the_latest_samples_in_order():
 
 
 def test_smoothing_averages_and_zero_is_raw():
-    smooth = live.Smoother(0.5)
+    smooth = inference.Smoother(0.5)
     assert smooth(np.array([1.0, 0.0])).tolist() == [1.0, 0.0]
     assert smooth(np.array([0.0, 1.0])).tolist() == [0.5, 0.5]
     smooth.reset()
     assert smooth(np.array([0.0, 1.0])).tolist() == [0.0, 1.0]
-    raw = live.Smoother(0.0)
+    raw = inference.Smoother(0.0)
     raw(np.array([1.0, 0.0]))
     assert raw(np.array([0.0, 1.0])).tolist() == [0.0, 1.0]
 
 
 def test_silence_gate_and_levels(full_model):
-    predictor = live.Predictor(live.models.load_model_dir(full_model[0]))
-    classify = live.LiveClassifier(predictor, device_rate=48000)
+    predictor = inference.Predictor(models.load_model_dir(full_model[0]))
+    classify = inference.LiveClassifier(predictor, device_rate=48000)
     quiet = np.full(classify.window_samples, 10 ** (-60 / 20), np.float32)  # a -60 dBFS hum
-    assert live.level_db(quiet) == pytest.approx(-60, abs=0.01)
+    assert inference.level_db(quiet) == pytest.approx(-60, abs=0.01)
     hop = classify(quiet, 1.0)
-    assert live.LiveClassifier(predictor, 48000, silence_db=-200)(np.zeros_like(quiet), 1.0).label == live.SILENCE
-    assert live.loudest_block_db(np.concatenate([quiet[:-24000], 10 * quiet[-24000:]]), 24000) == pytest.approx(-40, abs=0.01)
-    assert hop.label == live.SILENCE and hop.probabilities is None
+    digital_silence = inference.LiveClassifier(predictor, 48000, silence_db=-200)(np.zeros_like(quiet), 1.0)
+    assert digital_silence.label == inference.SILENCE
+    louder_end = np.concatenate([quiet[:-24000], 10 * quiet[-24000:]])
+    assert inference.loudest_block_db(louder_end, 24000) == pytest.approx(-40, abs=0.01)
+    assert hop.label == inference.SILENCE and hop.probabilities is None
     tone = 0.3 * np.sin(np.linspace(0, 20000, classify.window_samples)).astype(np.float32)
     hop = classify(tone, 1.5)
     assert hop.label in F.EMOTIONS and hop.probabilities.sum() == pytest.approx(1, abs=1e-4)
-    assert "silence" in live.hop_line(live.Hop(2.0, live.SILENCE, None, -70.0))
+    assert "silence" in live.hop_line(inference.Hop(2.0, inference.SILENCE, None, -70.0))
     block = live.hop_block(hop, predictor.labels)
     assert len(block) == 1 + len(F.EMOTIONS) and hop.label.upper() in block[0]
 
 
 def test_running_standardiser_learns_the_session_statistics():
     rng = np.random.default_rng(0)
-    standardise = live.RunningStandardiser(memory=10)
+    standardise = inference.RunningStandardiser(memory=10)
     first = rng.normal(4, 3, (130, 13)).astype(np.float32)
     z = standardise(first)
     np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-4)  # the first window by its own statistics
@@ -249,3 +253,14 @@ def test_running_standardiser_learns_the_session_statistics():
     for _ in range(50):  # a new speaker: the statistics follow within a few memories
         z = standardise(rng.normal(-2, 0.5, (130, 13)).astype(np.float32))
     assert abs(z.mean()) < 0.2 and abs(z.std() - 1) < 0.2
+
+
+def test_live_says_once_when_the_input_delivers_only_zeros(pulse, brief_model):
+    # Nothing plays into the sink: its monitor delivers exact zeros, as macOS does for a terminal
+    # without microphone permission.
+    result = run_script("predict_live.py", "--model-dir", brief_model[0], "--duration", str(live.ZEROS_WARNING_S + 2),
+                        env_extra=pulse)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [live.ZEROS_WARNING]
+    assert "Microphone" in live.ZEROS_WARNING and all(line.strip().endswith("silence") or "level" in line
+                                                      for line in result.stdout.splitlines()[1:-1])

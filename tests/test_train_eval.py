@@ -1,14 +1,18 @@
 """Splits, a short real training run with every artifact, evaluation, and the scripts' one-line errors."""
+import argparse
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import evaluation
 import features as F
-import predict_live as live
+import model as models
+import recipes
 import test_model
 import train_model
+import training
 from conftest import run_script
 
 # ---------------------------------------------------------------------------------------------
@@ -21,9 +25,9 @@ def clips(datasets):
 
 
 def test_random_split_is_stratified_reproducible_and_keeps_duplicates_together(clips):
-    side = train_model.random_split(clips, seed=0)
-    assert np.array_equal(side, train_model.random_split(clips, seed=0))
-    assert not np.array_equal(side, train_model.random_split(clips, seed=1))
+    side = training.random_split(clips, seed=0)
+    assert np.array_equal(side, training.random_split(clips, seed=0))
+    assert not np.array_equal(side, training.random_split(clips, seed=1))
     shares = pd.Series(side).value_counts(normalize=True)
     assert abs(shares["test"] - 0.2) < 0.01 and abs(shares["val"] - 0.1) < 0.01
     by_class = pd.crosstab(clips["corpus"] + clips["emotion"], side, normalize="index")
@@ -32,12 +36,12 @@ def test_random_split_is_stratified_reproducible_and_keeps_duplicates_together(c
 
 
 def test_speaker_split_holds_out_whole_speakers(clips):
-    side = train_model.speaker_split(clips, list(train_model.DEFAULT_TEST_SPEAKERS), seed=0)
-    assert sorted(clips.loc[side == "test", "speaker"].unique()) == list(train_model.DEFAULT_TEST_SPEAKERS)
+    side = training.speaker_split(clips, list(recipes.DEFAULT_TEST_SPEAKERS), seed=0)
+    assert sorted(clips.loc[side == "test", "speaker"].unique()) == list(recipes.DEFAULT_TEST_SPEAKERS)
     val = clips[side == "val"].drop_duplicates("speaker")
     assert len(val) == 2 and set(val["gender"]) == {"male", "female"} and set(val["corpus"]) == {"ravdess"}
     assert {"tess-OAF", "tess-YAF"} <= set(clips.loc[side == "train", "speaker"])
-    assert np.array_equal(side, train_model.speaker_split(clips, list(train_model.DEFAULT_TEST_SPEAKERS), 0))
+    assert np.array_equal(side, training.speaker_split(clips, list(recipes.DEFAULT_TEST_SPEAKERS), 0))
 
 
 def test_no_speaker_on_two_sides_for_random_fold_choices(clips):
@@ -45,7 +49,7 @@ def test_no_speaker_on_two_sides_for_random_fold_choices(clips):
     ravdess = sorted(clips.loc[clips["corpus"] == "ravdess", "speaker"].unique())
     for trial in range(25):
         test = list(rng.choice(ravdess, size=rng.integers(1, 8), replace=False))
-        side = train_model.speaker_split(clips, test, seed=trial)
+        side = training.speaker_split(clips, test, seed=trial)
         sides_per_speaker = pd.Series(side).groupby(clips["speaker"].to_numpy()).nunique()
         assert (sides_per_speaker == 1).all(), test
         assert set(clips.loc[side == "test", "speaker"]) == set(test)
@@ -53,18 +57,18 @@ def test_no_speaker_on_two_sides_for_random_fold_choices(clips):
 
 
 def test_speaker_split_rejects_unknown_speakers(clips):
-    with pytest.raises(train_model.SplitError, match="ravdess-99"):
-        train_model.speaker_split(clips, ["ravdess-99"], seed=0)
-    assert train_model.parse_speakers("1, 22,tess-OAF") == ["ravdess-01", "ravdess-22", "tess-OAF"]
+    with pytest.raises(training.SplitError, match="ravdess-99"):
+        training.speaker_split(clips, ["ravdess-99"], seed=0)
+    assert recipes.parse_speakers("1, 22,tess-OAF") == ["ravdess-01", "ravdess-22", "tess-OAF"]
 
 
 def test_random_split_of_too_few_clips_is_a_clear_error(clips):
-    with pytest.raises(train_model.SplitError, match="too few clips for a stratified random split"):
-        train_model.random_split(clips.groupby("emotion").head(3), seed=0)
+    with pytest.raises(training.SplitError, match="too few clips for a stratified random split"):
+        training.random_split(clips.groupby("emotion").head(3), seed=0)
 
 
 def test_identical_files_move_to_the_side_furthest_from_training():
-    side = train_model.keep_groups_together(np.array(["train", "test", "val", "train"]),
+    side = training.keep_groups_together(np.array(["train", "test", "val", "train"]),
                                             pd.Series(["a", "a", "b", "c"]))
     assert side.tolist() == ["test", "test", "val", "train"]
 
@@ -87,10 +91,10 @@ def test_short_train_writes_every_artifact(trained, small_corpus):
         "history.csv", "metadata.json", "model.keras", "training_curves.png"]
     meta = json.loads((model_dir / "metadata.json").read_text())
     assert meta["labels"] == list(F.EMOTIONS)
-    assert F.FeatureConfig.from_dict(meta["feature_config"]) == train_model.recipe_config(recipe_options())
-    assert meta["recipe"] == train_model.DEFAULT_RECIPE
+    assert F.FeatureConfig.from_dict(meta["feature_config"]) == recipes.recipe_config(recipe_options())
+    assert meta["recipe"] == recipes.DEFAULT_RECIPE
     split = meta["split"]
-    assert split["method"] == "speaker" and split["test_speakers"] == list(train_model.DEFAULT_TEST_SPEAKERS)
+    assert split["method"] == "speaker" and split["test_speakers"] == list(recipes.DEFAULT_TEST_SPEAKERS)
     n_clips = len(F.index_corpus(small_corpus)[0])
     assert len(split["train"]) + len(split["val"]) + len(split["test"]) == n_clips
     assert not set(split["train"]) & set(split["test"])
@@ -105,9 +109,9 @@ def test_short_train_writes_every_artifact(trained, small_corpus):
 
 def test_test_model_evaluates_the_saved_test_split(trained):
     model_dir, cache = trained
-    evaluation = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(cache)])
+    result = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(cache)])
     saved = json.loads((model_dir / "evaluation.json").read_text())
-    assert saved == evaluation
+    assert saved == result
     assert set(saved) == {"accuracy", "macro_f1", "uar", "n", "per_class", "per_corpus", "confusion_matrix",
                           "labels"}
     meta = json.loads((model_dir / "metadata.json").read_text())
@@ -122,15 +126,16 @@ def test_test_model_on_another_folder_keeps_known_labels(trained, datasets, tmp_
     model_dir, cache = trained
     folder = tmp_path / "mine"
     folder.mkdir()
-    for f in sorted((datasets / "tess" / "YAF_sad").iterdir())[:6] + sorted((datasets / "ravdess" / "Actor_03").iterdir())[:6]:
+    tess, ravdess = datasets / "tess" / "YAF_sad", datasets / "ravdess" / "Actor_03"
+    for f in sorted(tess.iterdir())[:6] + sorted(ravdess.iterdir())[:6]:
         (folder / f.name).symlink_to(f)
-    evaluation = test_model.main(["--model-dir", str(model_dir), "--data-dir", str(folder), "--cache-dir", str(cache)])
-    assert evaluation["n"] == 12 and set(evaluation["per_corpus"]) == {"ravdess", "tess"}
-    assert evaluation["per_corpus"]["tess"]["n"] == 6
+    result = test_model.main(["--model-dir", str(model_dir), "--data-dir", str(folder), "--cache-dir", str(cache)])
+    assert result["n"] == 12 and set(result["per_corpus"]) == {"ravdess", "tess"}
+    assert result["per_corpus"]["tess"]["n"] == 6
 
 
 def test_metrics_average_over_present_classes():
-    s = test_model.scores(np.array([0, 0, 2, 2]), np.array([0, 1, 2, 2]))
+    s = evaluation.scores(np.array([0, 0, 2, 2]), np.array([0, 1, 2, 2]))
     assert s == {"accuracy": 0.75, "macro_f1": pytest.approx((2 / 3 + 1) / 2), "uar": 0.75, "n": 4}
 
 
@@ -152,16 +157,16 @@ def test_improved_recipe_options_travel_with_the_model(small_corpus, tmp_path):
     assert meta["model"] == "pooled" and meta["speaker_norm"] is True and meta["training"]["augment"] is True
     config = F.FeatureConfig.from_dict(meta["feature_config"])
     assert config.trim_db == 30 and config.shape == (130, 60)  # 20 MFCCs with deltas and delta-deltas
-    evaluation = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(tmp_path / "cache")])
-    assert evaluation["n"] == 240
+    result = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(tmp_path / "cache")])
+    assert result["n"] == 240
     # test_model standardises the test speakers by their own statistics, as training did.
-    saved = live.models.load_model_dir(model_dir)
+    saved = models.load_model_dir(model_dir)
     clips = F.index_corpus(small_corpus)[0]
     test = clips[clips["relpath"].isin(meta["split"]["test"])].reset_index(drop=True)
     X = F.standardise_per_speaker(F.load_features(test, config, tmp_path / "cache").X, test["speaker"])
     assert X.shape[1:] == saved.model.input_shape[1:] == (130, 60)
-    expected = test_model.evaluate(saved.model.predict(X, verbose=0), test, saved.labels)
-    assert expected["accuracy"] == evaluation["accuracy"]
+    expected = evaluation.evaluate(saved.model.predict(X, verbose=0), test, saved.labels)
+    assert expected["accuracy"] == result["accuracy"]
 
 
 def test_overwrite_replaces_the_model_dir(small_corpus, tmp_path):
@@ -212,9 +217,9 @@ def test_test_model_errors_for_missing_and_broken_model_dirs(trained, tmp_path):
 
 def test_default_model_beats_the_seed_claim_on_a_random_split(full_model):
     model_dir, cache = full_model
-    evaluation = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(cache)])
-    assert evaluation["n"] == 848
-    assert evaluation["accuracy"] >= 0.76
+    result = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(cache)])
+    assert result["n"] == 848
+    assert result["accuracy"] >= 0.76
 
 
 def test_a_folder_per_emotion_corpus_trains_and_evaluates_alone(datasets, tmp_path):
@@ -230,29 +235,29 @@ def test_a_folder_per_emotion_corpus_trains_and_evaluates_alone(datasets, tmp_pa
                                   "--epochs", "1", "--cache-dir", str(tmp_path / "cache")])
     meta = json.loads((model_dir / "metadata.json").read_text())
     assert len(meta["split"]["test"]) == 16 and all(p.startswith(tuple(sources)) for p in meta["split"]["test"])
-    evaluation = test_model.main(["--model-dir", str(model_dir), "--data-dir", str(tmp_path / "mine"),
+    result = test_model.main(["--model-dir", str(model_dir), "--data-dir", str(tmp_path / "mine"),
                                   "--cache-dir", str(tmp_path / "cache")])
-    assert evaluation["n"] == 78 and list(evaluation["per_corpus"]) == ["custom"]
+    assert result["n"] == 78 and list(result["per_corpus"]) == ["custom"]
 
 
 def test_augmentation_changes_the_signal_but_not_shape_or_label(datasets):
     clips, _ = F.index_corpus(datasets)
     subset = clips.groupby("emotion").head(2)
     X = F.load_features(subset, F.FeatureConfig(), cache_dir=None).X
-    train_model.tf.random.set_seed(0)
-    augmented = train_model.spec_augment(X).numpy()
+    training.tf.random.set_seed(0)
+    augmented = training.spec_augment(X).numpy()
     assert augmented.shape == X.shape and augmented.dtype == X.dtype
     changed = np.abs(augmented - X).reshape(len(X), -1).max(axis=1) > 0
     assert changed.mean() > 0.8  # a zero shift and empty masks can be drawn, rarely
-    assert not np.array_equal(augmented, train_model.spec_augment(X).numpy())  # fresh every call
+    assert not np.array_equal(augmented, training.spec_augment(X).numpy())  # fresh every call
     # Only a shift: the same frames, rolled; the original is untouched.
-    rolled = train_model.spec_augment(X, max_time_mask=0, max_feature_mask=0).numpy()
-    for original, moved in zip(X, rolled):
+    rolled = training.spec_augment(X, max_time_mask=0, max_feature_mask=0).numpy()
+    for original, moved in zip(X, rolled, strict=True):
         assert any(np.array_equal(np.roll(original, s, axis=0), moved) for s in range(-16, 17))
     assert np.array_equal(X, F.load_features(subset, F.FeatureConfig(), cache_dir=None).X)
     # Only masks: every changed cell is in one block of frames or of features, at the clip's mean.
-    masked = train_model.spec_augment(X, max_shift=0).numpy()
-    for original, out in zip(X, masked):
+    masked = training.spec_augment(X, max_shift=0).numpy()
+    for original, out in zip(X, masked, strict=True):
         changed = out != original
         frames, feats = np.flatnonzero(changed.all(axis=1)), np.flatnonzero(changed.all(axis=0))
         assert changed[~np.isin(np.arange(len(out)), frames)][:, ~np.isin(np.arange(out.shape[1]), feats)].sum() == 0
@@ -263,7 +268,7 @@ def test_augmentation_changes_the_signal_but_not_shape_or_label(datasets):
 def test_augmented_batches_keep_labels_with_their_clips_and_reshuffle():
     X = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((10, 130, 13), np.float32)
     y = np.arange(10)
-    batches = train_model.augmented_batches(X, y, batch_size=4, seed=0)
+    batches = training.augmented_batches(X, y, batch_size=4, seed=0)
     orders = []
     for _ in range(2):
         seen = []
@@ -277,8 +282,7 @@ def test_augmented_batches_keep_labels_with_their_clips_and_reshuffle():
 
 
 def test_cross_validation_folds_cover_every_actor_once():
-    import evaluate_speakers
-    actors = sorted(a for fold in evaluate_speakers.FOLDS for a in fold)
+    actors = sorted(a for fold in evaluation.FOLDS for a in fold)
     assert actors == list(range(1, 25))
 
 
@@ -304,7 +308,7 @@ def test_cross_validation_runs_every_fold_on_unseen_actors(datasets, tmp_path):
                                      "--out", str(tmp_path / "cv"), "--epochs", "1", "--model", "pooled"])
     saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert saved == json.loads(json.dumps(result))
-    assert [tuple(f["actors"]) for f in saved["folds"]] == evaluate_speakers.FOLDS
+    assert [tuple(f["actors"]) for f in saved["folds"]] == evaluation.FOLDS
     for fold in saved["folds"]:
         assert not {int(s[-2:]) for s in fold["val_speakers"]} & set(fold["actors"])
         assert fold["n"] == 6 * len(fold["actors"])
@@ -314,9 +318,9 @@ def test_cross_validation_runs_every_fold_on_unseen_actors(datasets, tmp_path):
 
 
 def recipe_options(*argv: str):
-    p = train_model.argparse.ArgumentParser()
-    train_model.add_recipe_arguments(p)
-    return train_model.apply_recipe(p.parse_args(list(argv)))
+    p = argparse.ArgumentParser()
+    recipes.add_recipe_arguments(p)
+    return recipes.apply_recipe(p.parse_args(list(argv)))
 
 
 def separable_features(n: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -332,7 +336,7 @@ def test_cosine_schedule_decays_to_zero_and_constant_stays(tmp_path):
     X, y = separable_features()
     for schedule, final in [("cosine", 0.0), ("constant", 1e-3)]:
         args = recipe_options("--model", "pooled", "--epochs", "3", "--lr-schedule", schedule)
-        model, history, _ = train_model.train(X, y, X[:16], y[:16], args, seed=0, verbose=0)
+        model, history, _ = training.train(X, y, X[:16], y[:16], args, seed=0, verbose=0)
         lr = model.optimizer.learning_rate
         assert float(lr.numpy() if hasattr(lr, "numpy") else lr) == pytest.approx(final, abs=1e-6)
         assert len(history) == 3
@@ -345,7 +349,7 @@ def test_label_smoothing_keeps_the_loss_above_the_smoothed_targets_entropy():
     losses = {}
     for smoothing in ["0", "0.2"]:
         args = recipe_options("--recipe", "reference", "--epochs", "6", "--label-smoothing", smoothing)
-        model, history, _ = train_model.train(X, y, X[:16], y[:16], args, seed=0, verbose=0)
+        model, history, _ = training.train(X, y, X[:16], y[:16], args, seed=0, verbose=0)
         losses[smoothing] = history["loss"].min()
         assert model.loss.get_config()["label_smoothing"] == pytest.approx(float(smoothing))
     assert losses["0"] < floor - 0.2  # the task is learnt well past the floor without smoothing
@@ -354,7 +358,7 @@ def test_label_smoothing_keeps_the_loss_above_the_smoothed_targets_entropy():
 
 def test_balanced_class_weights_make_every_class_weigh_the_same():
     y = np.array([0] * 10 + [1] * 30 + [3] * 60)  # classes 2, 4.. absent, as calm is from TESS
-    weights = train_model.balanced_class_weights(y)
+    weights = training.balanced_class_weights(y)
     assert sorted(weights) == [0, 1, 3]
     totals = [weights[c] * (y == c).sum() for c in weights]
     assert np.allclose(totals, totals[0]) and np.isclose(sum(totals), len(y))
@@ -371,10 +375,10 @@ def test_training_options_are_recorded_in_the_model_dir(small_corpus, tmp_path):
 
 def test_a_recipe_sets_every_option_not_given_and_given_ones_win():
     reference = recipe_options("--recipe", "reference")
-    assert {k: getattr(reference, k) for k in train_model.RECIPES["reference"]} == train_model.RECIPES["reference"]
+    assert {k: getattr(reference, k) for k in recipes.RECIPES["reference"]} == recipes.RECIPES["reference"]
     assert reference.model == "seed" and reference.trim_db is None and reference.augment is False
     pooled = recipe_options("--recipe", "pooled", "--no-augment", "--trim-db", "none")
     assert pooled.model == "pooled" and pooled.speaker_norm is True  # from the recipe
     assert pooled.augment is False and pooled.trim_db is None  # given
     assert recipe_options("--recipe", "reference", "--trim-db", "25").trim_db == 25.0
-    assert recipe_options().recipe == train_model.DEFAULT_RECIPE
+    assert recipe_options().recipe == recipes.DEFAULT_RECIPE

@@ -1,0 +1,197 @@
+"""Evaluation: accuracy, macro-F1 and unweighted average recall, reports, confusion plots, and
+cross-validation by RAVDESS actor.
+
+    ev = evaluation.evaluate(probabilities, clips, labels)   # every figure of evaluation.json
+    print(evaluation.report_text(ev))
+    result = evaluation.cross_validate(X, clips, args)       # the 5 folds of published work
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, recall_score  # noqa: E402
+
+import features  # noqa: E402
+import training  # noqa: E402
+from recipes import recipe_record  # noqa: E402
+
+# The folds of published RAVDESS work, by actor.
+FOLDS = [(2, 5, 14, 15, 16), (3, 6, 7, 13, 18), (10, 11, 12, 19, 20), (8, 17, 21, 23, 24), (1, 4, 9, 22)]
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """accuracy, macro_f1 and uar (unweighted average recall) of integer labels, and n.
+
+    Macro-F1 and UAR average over the classes present in y_true, so a corpus without calm
+    is not charged for it.
+    """
+    present = np.unique(y_true)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "uar": float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "n": int(len(y_true)),
+    }
+
+
+def evaluate(probabilities: np.ndarray, clips: pd.DataFrame, labels: list[str]) -> dict:
+    """Every figure of evaluation.json for class probabilities (n, classes) of the clips' index rows."""
+    y_true = clips["emotion"].map(labels.index).to_numpy()
+    y_pred = probabilities.argmax(axis=1)
+    report = classification_report(y_true, y_pred, labels=range(len(labels)), target_names=labels,
+                                   output_dict=True, zero_division=0)
+    corpora = clips["corpus"].to_numpy()
+    return {
+        **scores(y_true, y_pred),
+        "per_class": {name: report[name] for name in labels},
+        "per_corpus": {c: scores(y_true[corpora == c], y_pred[corpora == c]) for c in sorted(set(corpora))},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=range(len(labels))).tolist(),
+        "labels": list(labels),
+    }
+
+
+def report_text(evaluation: dict) -> str:
+    """The figures as a terminal report."""
+    lines = [f"{'':10} {'n':>5} {'accuracy':>9} {'macro-F1':>9} {'UAR':>6}"]
+    rows = [("all", evaluation)] + list(evaluation["per_corpus"].items())
+    for name, s in rows:
+        lines.append(f"{name:10} {s['n']:5d} {s['accuracy']:9.3f} {s['macro_f1']:9.3f} {s['uar']:6.3f}")
+    lines += ["", f"{'':10} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>8}"]
+    for name, c in evaluation["per_class"].items():
+        lines.append(f"{name:10} {c['precision']:9.3f} {c['recall']:7.3f} {c['f1-score']:6.3f} {int(c['support']):8d}")
+    return "\n".join(lines)
+
+
+def plot_confusion_matrix(cm: list[list[int]], labels: list[str], path, title: str = "") -> None:
+    """Two heatmaps side by side: counts, and rows normalised to recall."""
+    cm = np.asarray(cm)
+    rows = cm.sum(axis=1, keepdims=True)
+    normalised = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6))
+    for ax, data, fmt, name in [(axes[0], cm, "d", "counts"), (axes[1], normalised, ".2f", "share of each true class")]:
+        sns.heatmap(data, annot=True, fmt=fmt, cmap="Blues", xticklabels=labels, yticklabels=labels, ax=ax,
+                    cbar=False, square=True)
+        ax.set(xlabel="predicted", ylabel="true", title=name)
+        ax.tick_params(axis="x", rotation=45)
+        ax.tick_params(axis="y", rotation=0)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def agreement(reference: np.ndarray, other: np.ndarray, y_true: np.ndarray) -> dict:
+    """How far class probabilities `other` (n, classes) are from `reference`, and both accuracies on y_true."""
+    return {"n": int(len(y_true)), "max_abs_diff": float(np.abs(other - reference).max()),
+            "top_label_agreement": float((other.argmax(1) == reference.argmax(1)).mean()),
+            "accuracy_keras": float((reference.argmax(1) == y_true).mean()),
+            "accuracy_exported": float((other.argmax(1) == y_true).mean())}
+
+
+# ---------------------------------------------------------------------------------------------
+# A saved model's test clips
+
+
+def clips_to_evaluate(saved, data_dir: str | None) -> tuple[pd.DataFrame, str]:
+    """Index rows to evaluate for a model.SavedModel, and a description: the model's saved test split,
+    or all of data_dir. Clips whose emotion the model does not know are left out."""
+    if data_dir is None:
+        data_dir = saved.metadata["data_dir"]
+        clips, _ = features.index_corpus(data_dir)
+        wanted = set(saved.metadata["split"]["test"])
+        clips = clips[clips["relpath"].isin(wanted)]
+        if len(clips) < len(wanted):
+            raise features.CorpusError(f"{len(wanted) - len(clips)} of the model's {len(wanted)} test clips are "
+                                       f"missing under {data_dir}; pass --data-dir to evaluate on another folder")
+        what = f"its {saved.metadata['split']['method']}-split test set"
+    else:
+        clips, _ = features.index_corpus(data_dir)
+        what = f"all of {data_dir}"
+    unknown = ~clips["emotion"].isin(saved.labels)
+    if unknown.any():
+        print(f"left out {unknown.sum()} clips with emotions the model does not know: "
+              f"{', '.join(sorted(set(clips.loc[unknown, 'emotion'])))}")
+    return clips[~unknown].reset_index(drop=True), what
+
+
+def model_inputs(saved, data_dir: str | None, cache_dir) -> tuple[np.ndarray, pd.DataFrame, str]:
+    """(model input X, its index rows, a description) of the clips that clips_to_evaluate picks,
+    standardised per speaker if the model was trained so. Raises CorpusError if none is readable."""
+    clips, what = clips_to_evaluate(saved, data_dir)
+    data = features.load_features(clips, saved.config, cache_dir)
+    if data.skip_line():
+        print(data.skip_line())
+    if len(data.X) == 0:
+        raise features.CorpusError("no clip left to evaluate")
+    X = data.X
+    if saved.metadata.get("speaker_norm"):
+        X = features.standardise_per_speaker(X, data.clips["speaker"])
+    return X, data.clips, what
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-validation by actor
+
+
+def cross_validate(X: np.ndarray, clips: pd.DataFrame, args) -> dict:
+    """Per-fold and summed figures of the recipe in args (recipes.add_recipe_arguments) over FOLDS.
+
+    Each fold trains on the other actors (and any other corpus in clips), picks its best epoch on
+    two more held-out actors (one of each gender), and is tested on the fold's actors.
+    """
+    labels = list(features.EMOTIONS)
+    y = training.labels_of(clips)
+    folds, confusion = [], np.zeros((len(labels), len(labels)), dtype=int)
+    for k, actors in enumerate(FOLDS):
+        start = time.perf_counter()
+        side = training.speaker_split(clips, [f"ravdess-{a:02d}" for a in actors], seed=args.seed + k)
+        tr, va, te = side == "train", side == "val", side == "test"
+        model, _, best_epoch = training.train(X[tr], y[tr], X[va], y[va], args, args.seed + k, verbose=0)
+        ev = evaluate(model.predict(X[te], batch_size=256, verbose=0), clips[te], labels)
+        confusion += np.array(ev["confusion_matrix"])
+        folds.append({"actors": list(actors), "accuracy": ev["accuracy"], "uar": ev["uar"], "n": ev["n"],
+                      "best_epoch": int(best_epoch), "seconds": round(time.perf_counter() - start, 1),
+                      "val_speakers": sorted(set(clips.loc[va, "speaker"]))})
+        print(f"fold {k + 1} actors {actors}: accuracy {ev['accuracy']:.3f}  UAR {ev['uar']:.3f}  "
+              f"(best epoch {best_epoch}, {folds[-1]['seconds']:.0f} s)", flush=True)
+    acc, uar = np.array([f["accuracy"] for f in folds]), np.array([f["uar"] for f in folds])
+    return {"folds": folds, "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
+            "uar_mean": float(uar.mean()), "uar_std": float(uar.std()), "confusion_matrix": confusion.tolist(),
+            "labels": labels}
+
+
+def run_cross_validation(args) -> dict:
+    """The recipe in args cross-validated on args.data_dir; prints the figures and writes cv.json and
+    confusion_matrix.png (summed over folds) into args.out. args: recipe options, data_dir, out, without_tess."""
+    start = time.perf_counter()
+    X, clips = training.recipe_features(args)
+    if args.without_tess:
+        keep = (clips["corpus"] == "ravdess").to_numpy()
+        X, clips = X[keep], clips[keep].reset_index(drop=True)
+    result = cross_validate(X, clips, args)
+    result["recipe"] = recipe_record(args)
+    result["without_tess"] = args.without_tess
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    print(f"5-fold by actor: accuracy {result['accuracy_mean']:.3f} ± {result['accuracy_std']:.3f}, "
+          f"UAR {result['uar_mean']:.3f} ± {result['uar_std']:.3f} ({result['seconds'] / 60:.1f} min)")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with features.atomic_output(out / "cv.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    with features.atomic_output(out / "confusion_matrix.png") as tmp:
+        plot_confusion_matrix(result["confusion_matrix"], result["labels"], tmp,
+                              title=f"5-fold by RAVDESS actor, summed: accuracy "
+                                    f"{result['accuracy_mean']:.3f} ± {result['accuracy_std']:.3f}")
+    print(f"wrote {out / 'cv.json'} and {out / 'confusion_matrix.png'}")
+    return result

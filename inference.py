@@ -1,0 +1,322 @@
+"""Inference: class probabilities from a saved model for files and for a live stream.
+
+    predictor = inference.Predictor(model.load_model_dir("models/latest"))
+    results, skipped = inference.classify_files(paths, predictor)       # whole files
+    live = inference.LiveClassifier(predictor, device_rate=48000)        # one hop of a stream
+    hop = live(window, time_s)
+
+Both turn audio into model input with features.waveform_features, the code of training.
+predict_live.py adds the audio device and the display. Only numpy and the feature code are
+imported here; the model's own runtime (Keras, LiteRT, onnxruntime) comes with the model.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import features
+
+SILENCE = "silence"
+# Loudest 0.5 s of a corpus clip: above -48 dBFS for 95% of RAVDESS and 100% of TESS (see README).
+DEFAULT_SILENCE_DB = -50.0
+GATE_BLOCK_S = 0.5  # the gate compares the loudest block of this length in the window
+DEFAULT_HOP_S = 0.5
+DEFAULT_SMOOTHING = 0.5
+FILE_WINDOW_STEP = 0.5  # windows over a long file overlap by half
+
+# Exported models, written into the model dir by export_model.py.
+TFLITE_FILE = "model.tflite"  # float32
+TFLITE_INT8_FILE = "model-int8.tflite"  # --int8: dynamic-range int8 weights
+ONNX_FILE = "model.onnx"  # --onnx
+
+
+class LiveError(Exception):
+    """Something about the audio input that the user has to fix."""
+
+
+class ModelFileError(Exception):
+    """An exported model file that is missing or unreadable."""
+
+
+def level_db(y: np.ndarray) -> float:
+    """RMS level of y in dB relative to full scale, floored at -120."""
+    rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if y.size else 0.0
+    return max(20 * np.log10(rms + 1e-12), -120.0)
+
+
+def loudest_block_db(y: np.ndarray, block: int) -> float:
+    """level_db of the loudest of the consecutive `block`-sample pieces that end at the end of y."""
+    n = len(y) // block
+    return max(level_db(piece) for piece in y[len(y) - n * block:].reshape(n, block))
+
+
+class RunningStandardiser:
+    """Per-session speaker normalisation for live input: standardises each window by running
+    per-feature mean and variance of the session's non-silent windows so far.
+
+    The first windows weigh equally; after `memory` windows older ones fade, so a new speaker
+    takes over within about memory * hop seconds.
+    """
+
+    def __init__(self, memory: int = 40):
+        self.memory, self.n, self.mean, self.mean_sq = memory, 0, None, None
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """X (frames, features) standardised by the statistics including X itself."""
+        self.n += 1
+        w = max(1 / self.n, 1 / self.memory)
+        m, sq = X.mean(axis=0), np.square(X).mean(axis=0)
+        self.mean = m if self.mean is None else (1 - w) * self.mean + w * m
+        self.mean_sq = sq if self.mean_sq is None else (1 - w) * self.mean_sq + w * sq
+        std = np.sqrt(np.maximum(self.mean_sq - np.square(self.mean), 0))
+        return ((X - self.mean) / (std + 1e-6)).astype(np.float32)
+
+
+class Predictor:
+    """Class probabilities from a saved model, run by Keras or from an exported .tflite/.onnx file.
+
+    Keras' `predict_on_batch` runs its compiled predict function: about 1 ms a hop here, against
+    about 9 ms for an eager `model(x)` and 75 ms for `model.predict` (bench/bench_live.py).
+    """
+
+    def __init__(self, saved, exported: Path | None = None):
+        """saved: a model.SavedModel; exported: a .tflite or .onnx file of it to run instead of Keras."""
+        self.labels, self.config = saved.labels, saved.config
+        self.speaker_norm = bool(saved.metadata.get("speaker_norm"))
+        self.run = load_exported(exported) if exported else saved.model.predict_on_batch
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities (n, classes) for features X (n, frames, coefficients)."""
+        return np.asarray(self.run(X))
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def file_windows(y: np.ndarray, config: features.FeatureConfig) -> np.ndarray:
+    """Features (n_windows, frames, coefficients) of a clip at config.sample_rate.
+
+    A clip up to half a step longer than the window gets the centre window, as in training;
+    longer clips get evenly spaced windows, FILE_WINDOW_STEP of a window apart, end to end.
+    Silent windows are left out; raises SkipClip("silent") if all are.
+    """
+    n = config.n_samples
+    k = round((len(y) - n) / (n * FILE_WINDOW_STEP)) if len(y) > n else 0
+    starts = np.linspace(0, len(y) - n, k + 1).round().astype(int) if k else [None]
+    windows = []
+    for start in starts:
+        try:
+            windows.append(features.waveform_features(y if start is None else y[start:start + n], config))
+        except features.SkipClip:
+            continue
+    if not windows:
+        raise features.SkipClip("silent")
+    return np.stack(windows)
+
+
+def speaker_of(path: Path) -> str:
+    """The speaker a corpus file name tells (ravdess-07, tess-OAF), else "session" for all other files."""
+    fields = features.parse_ravdess_name(path.stem) or features.parse_tess_name(path.stem)
+    return fields["speaker"] if isinstance(fields, dict) else "session"
+
+
+def classify_files(paths: list[Path], predictor: Predictor) -> tuple[list[dict], list[tuple[str, str]]]:
+    """One result per readable file ({path, label, probabilities, windows}), and (path, reason) skips.
+
+    For speaker-normalised models the windows of all files of one speaker (by corpus file name;
+    other files count as one speaker) are standardised together, as in training.
+    """
+    windows, skipped = {}, []
+    for path in paths:
+        try:
+            windows[path] = file_windows(features.load_audio(path, predictor.config.sample_rate), predictor.config)
+        except features.SkipClip as skip:
+            skipped.append((str(path), str(skip)))
+    if not windows:
+        return [], skipped
+    X = np.concatenate(list(windows.values()))
+    owner = np.repeat(np.arange(len(windows)), [len(w) for w in windows.values()])
+    if predictor.speaker_norm:
+        X = features.standardise_per_speaker(X, [speaker_of(p) for p in windows for _ in windows[p]])
+    P = predictor(X)
+    results = []
+    for i, path in enumerate(windows):
+        p = P[owner == i].mean(axis=0)
+        results.append({"path": str(path), "label": predictor.labels[int(p.argmax())],
+                        "probabilities": dict(zip(predictor.labels, map(float, p), strict=True)),
+                        "windows": int((owner == i).sum())})
+    return results, skipped
+
+
+def expand_paths(args: list[str]) -> list[Path]:
+    """Files as given, and the audio files inside folders. Raises LiveError for a path that does not exist."""
+    out = []
+    for arg in map(Path, args):
+        if arg.is_dir():
+            out += features.audio_files(arg)
+        elif arg.exists():
+            out.append(arg)
+        else:
+            raise LiveError(f"no such file or folder: {arg}")
+    return out
+
+
+def write_results(results: list[dict], labels: list[str], path: Path) -> None:
+    """Results as .json, or as .csv with one probability column per label."""
+    with features.atomic_output(path) as tmp:
+        if path.suffix.lower() == ".json":
+            tmp.write_text(json.dumps(results, indent=2))
+            return
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "label", "windows", *labels])
+            for r in results:
+                w.writerow([r["path"], r["label"], r["windows"], *(f"{r['probabilities'][c]:.4f}" for c in labels)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Live
+
+
+class Smoother:
+    """Exponential moving average of probabilities: weight `alpha` on the past; 0 passes them raw."""
+
+    def __init__(self, alpha: float):
+        self.alpha, self.state = alpha, None
+
+    def __call__(self, p: np.ndarray) -> np.ndarray:
+        self.state = p if self.state is None else self.alpha * self.state + (1 - self.alpha) * p
+        return self.state
+
+    def reset(self) -> None:
+        self.state = None
+
+
+@dataclass
+class Hop:
+    time_s: float  # stream time at the end of the window
+    label: str  # an emotion, or SILENCE
+    probabilities: np.ndarray | None  # None for silence
+    level_db: float  # of the loudest GATE_BLOCK_S of the window
+
+
+class LiveClassifier:
+    """Turns the newest window of device audio into a Hop: silence gate, resampling, features, model, smoothing."""
+
+    def __init__(self, predictor: Predictor, device_rate: int, hop_s: float = DEFAULT_HOP_S,
+                 silence_db: float = DEFAULT_SILENCE_DB, smoothing: float = DEFAULT_SMOOTHING):
+        self.predictor, self.device_rate, self.silence_db = predictor, device_rate, silence_db
+        self.window_samples = round(predictor.config.window_s * device_rate)
+        self.hop_samples = round(hop_s * device_rate)
+        self.gate_samples = round(GATE_BLOCK_S * device_rate)
+        self.smoother = Smoother(smoothing)
+        self.standardise = RunningStandardiser() if predictor.speaker_norm else None
+
+    def warm_up(self) -> None:
+        """Pay the first call's costs (librosa's numba compilation, TensorFlow tracing) before streaming.
+
+        Paid inside the stream, they hold the GIL for seconds and the audio callback loses input.
+        """
+        tone = 0.1 * np.sin(np.linspace(0, 2000, self.window_samples, dtype=np.float32))
+        standardise, self.standardise = self.standardise, None  # the tone must not enter the statistics
+        self(tone, 0.0)
+        self.standardise = standardise
+        self.smoother.reset()
+
+    def __call__(self, window: np.ndarray, time_s: float) -> Hop:
+        """window: the last window_samples of the stream at device_rate."""
+        # Gating on the whole window, not the newest hop, lets an utterance be heard whole (centred,
+        # as in training) after it ends; the label falls back to silence once it leaves the window.
+        level = loudest_block_db(window, self.gate_samples)
+        config = self.predictor.config
+        try:
+            if level < self.silence_db:
+                raise features.SkipClip("silent")
+            X = features.waveform_features(features.resample(window, self.device_rate, config.sample_rate), config)
+        except features.SkipClip:  # below the gate, or (with a very low --silence-db) digital silence
+            self.smoother.reset()
+            return Hop(time_s, SILENCE, None, level)
+        if self.standardise is not None:
+            X = self.standardise(X)
+        p = self.smoother(self.predictor(X[np.newaxis])[0])
+        return Hop(time_s, self.predictor.labels[int(p.argmax())], p, level)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exported models (export_model.py): the same probabilities without Keras.
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what native code writes to file descriptor 2 (LiteRT's "INFO: Created ... delegate")."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class TFLiteModel:
+    """Class probabilities (n, classes) for features X (n, frames, coefficients) from a .tflite file,
+    through the LiteRT interpreter (the ai-edge-litert package, TensorFlow Lite's successor)."""
+
+    def __init__(self, path: str | Path, num_threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+        with quiet_native_stderr():
+            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.batch = 1
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if len(X) != self.batch:  # the batch dimension is dynamic; resizing costs a re-allocation
+            self.interpreter.resize_tensor_input(self.input, X.shape)
+            self.interpreter.allocate_tensors()
+            self.batch = len(X)
+        self.interpreter.set_tensor(self.input, X)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output).copy()
+
+
+class OnnxModel:
+    """Class probabilities (n, classes) for features X (n, frames, coefficients) from a .onnx file, through
+    onnxruntime on the CPU."""
+
+    def __init__(self, path: str | Path, num_threads: int = 1):
+        import onnxruntime
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = num_threads
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: np.asarray(X, dtype=np.float32)})[0]
+
+
+def load_exported(path: str | Path):
+    """A TFLiteModel or OnnxModel for an exported file, by its suffix. Raises ModelFileError if it is missing
+    or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        flag = {ONNX_FILE: " --onnx", TFLITE_INT8_FILE: " --int8"}.get(path.name, "")
+        raise ModelFileError(f"no exported model at {path}; write it with: python export_model.py "
+                            f"--model-dir {path.parent}{flag}")
+    try:
+        return OnnxModel(path) if path.suffix == ".onnx" else TFLiteModel(path)
+    except Exception as e:  # noqa: BLE001 - the runtimes raise many kinds for a bad file
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelFileError(f"cannot load {path}: {reason[:200]}") from None

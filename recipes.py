@@ -1,0 +1,110 @@
+"""How a model is made, by name, and the command-line options that pick or override a recipe.
+
+A recipe is a plain dict of options (RECIPES). `add_recipe_arguments` puts them on a parser,
+`apply_recipe` fills in every option the user did not give from the chosen recipe. Standard
+library only, so a script answers `--help` and argument errors before TensorFlow loads.
+"""
+from __future__ import annotations
+
+import argparse
+
+RECIPES = {
+    # The seed's recipe exactly: its CNN on untrimmed MFCCs, Adam at 1e-3, nothing else.
+    "reference": {"model": "seed", "trim_db": None, "n_mfcc": 13, "deltas": False, "speaker_norm": False,
+                  "augment": False, "lr_schedule": "constant", "label_smoothing": 0.0, "class_weights": False},
+    # The best on speakers never heard (README, Results).
+    "pooled": {"model": "pooled", "trim_db": 30.0, "n_mfcc": 13, "deltas": True, "speaker_norm": True,
+               "augment": True, "lr_schedule": "cosine", "label_smoothing": 0.0, "class_weights": False},
+}
+DEFAULT_RECIPE = "pooled"
+# The architectures model.MODELS builds, in the order the recipes name them.
+MODEL_NAMES = tuple(dict.fromkeys(r["model"] for r in RECIPES.values()))
+
+DEFAULT_TEST_SPEAKERS = ("ravdess-21", "ravdess-22", "ravdess-23", "ravdess-24")  # two male, two female
+
+
+def optional_db(text: str) -> float | None:
+    """'30' -> 30.0; 'none' -> None (no trimming)."""
+    return None if text.lower() == "none" else float(text)
+
+
+def parse_speakers(text: str) -> list[str]:
+    """'21,22' -> ['ravdess-21', 'ravdess-22']; corpus-qualified names ('tess-OAF') pass through."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    return [f"ravdess-{int(s):02d}" if s.isdigit() else s for s in names]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) -> None:
+    """The options that define how a model is made, shared by train_model.py, evaluate_speakers.py and
+    the benchmarks. model_names: what --model accepts (the benchmarks add their own variants).
+
+    Call apply_recipe on the parsed arguments: options not given take the --recipe's value.
+    """
+    p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
+                   help=f"a named set of the options below (default: {DEFAULT_RECIPE}); "
+                        + "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in r.items())
+                                    for name, r in RECIPES.items()))
+    given = {"default": argparse.SUPPRESS}  # so apply_recipe can tell an option given from one left out
+    p.add_argument("--model", choices=list(model_names), **given,
+                   help="seed: the reference CNN; pooled: BatchNorm + global average pooling")
+    p.add_argument("--trim-db", type=optional_db, **given,
+                   help="trim leading/trailing audio this many dB below the peak before fixing the window; "
+                        "none: no trimming")
+    p.add_argument("--n-mfcc", type=positive_int, **given, help="MFCCs per frame")
+    p.add_argument("--deltas", action=argparse.BooleanOptionalAction, **given,
+                   help="append MFCC deltas and delta-deltas")
+    p.add_argument("--speaker-norm", action=argparse.BooleanOptionalAction, **given,
+                   help="standardise features per speaker (live: per session, from running statistics)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, **given,
+                   help="time shift and SpecAugment-style masks while training")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], **given,
+                   help="Adam's learning rate: constant 1e-3 (the reference), or cosine decay from 1e-3 to 0")
+    p.add_argument("--label-smoothing", type=float, **given, help="label smoothing of the cross-entropy")
+    p.add_argument("--class-weights", action=argparse.BooleanOptionalAction, **given,
+                   help="weigh classes inversely to their frequency")
+    p.add_argument("--epochs", type=positive_int, default=50)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--seed", type=int, default=0, help="fixes the split and the initial weights")
+    p.add_argument("--cache-dir", default="cache", help="feature cache folder (default: cache)")
+
+
+def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
+    """args with every recipe option that was not given set from RECIPES[args.recipe]."""
+    for name, value in RECIPES[args.recipe].items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return args
+
+
+def default_recipe() -> argparse.Namespace:
+    """The options of the default recipe, as a script gets them with no option given."""
+    p = argparse.ArgumentParser()
+    add_recipe_arguments(p)
+    return apply_recipe(p.parse_args([]))
+
+
+def recipe_config(args):
+    """The features.FeatureConfig that the recipe options ask for."""
+    from features import FeatureConfig  # here, not at the top: this module stays free of the audio stack
+    return FeatureConfig(trim_db=args.trim_db, n_mfcc=args.n_mfcc, deltas=args.deltas)
+
+
+def training_options(args) -> dict:
+    """The recipe options that concern training alone."""
+    return {"augment": args.augment, "epochs": args.epochs, "batch_size": args.batch_size,
+            "lr_schedule": args.lr_schedule, "label_smoothing": args.label_smoothing,
+            "class_weights": args.class_weights, "seed": args.seed}
+
+
+def recipe_record(args) -> dict:
+    """The recipe options, as cross-validation and benchmark results record them."""
+    return {"recipe": args.recipe, "model": args.model, "speaker_norm": args.speaker_norm, **training_options(args),
+            "feature_config": recipe_config(args).to_dict()}
