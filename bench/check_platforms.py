@@ -83,7 +83,7 @@ def main():
             failed.append(name)
             print(f"{name}: FAILED: {error}")
         else:
-            tensorflow = next(w for w in wheels if w.startswith("tensorflow"))
+            tensorflow = next((w for w in wheels if w.startswith("tensorflow")), "no TensorFlow")
             print(f"{name}: {len(pins)} pins, {len(wheels)} wheels with their dependencies, all binary ({tensorflow})")
     if failed:
         sys.exit(f"error: {args.requirements.name} does not install on {', '.join(failed)}")

@@ -20,7 +20,6 @@ import features  # noqa: E402
 import inference  # noqa: E402
 import recipes  # noqa: E402
 
-DEMO = Path(__file__).resolve().parent
 DPI = 100
 FIGSIZE = (10, 4)  # inches: every picture is 1000 x 400 pixels
 
