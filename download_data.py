@@ -1,6 +1,6 @@
-"""Download RAVDESS (audio-only speech) and TESS into the data folder: checksum, progress bar, resume.
+"""Download RAVDESS (audio-only speech), TESS and EMO-DB into the data folder: checksum, progress bar, resume.
 
-    python download_data.py                          # both corpora into data/
+    python download_data.py                          # all three corpora into data/
     python download_data.py ravdess --data-dir /big/disk/ser-data
     python download_data.py --list                   # name, size, licence, source address
 
@@ -9,7 +9,7 @@ request when run again. The archive is checked (size, and MD5 where one is publi
 extracted into a hidden folder, its clips counted, and only then renamed into place, so a
 failed run never leaves a half-extracted corpus that looks complete. A second run finds the
 corpus complete and downloads nothing. Source addresses can be changed with the environment
-variables SER_URL_RAVDESS and SER_URL_TESS (mirrors, tests).
+variables SER_URL_RAVDESS, SER_URL_TESS and SER_URL_EMODB (mirrors, tests).
 """
 import argparse
 import dataclasses
@@ -68,6 +68,18 @@ CORPORA = {
         citation="Pichora-Fuller MK, Dupuis K (2020) Toronto emotional speech set (TESS). Borealis, "
                  "doi:10.5683/SP2/E8H2MF.",
     ),
+    "emodb": Corpus(
+        name="emodb",
+        # The authors' own download: wav/ (535 clips at 16 kHz) beside label files.
+        url="http://emodb.bilderbar.info/download/download.zip",
+        archive="emodb.zip",
+        n_clips=535,  # 10 speakers x 10 sentences x 7 emotions, the takes the authors kept
+        md5=None,  # none published; the clip count is checked instead
+        size="about 50 MB (estimated: 25 minutes of 16-bit audio at 16 kHz)",
+        licence="free for research from the authors' site; no licence text is published",
+        citation="Burkhardt F, Paeschke A, Rolfes M, Sendlmeier W, Weiss B (2005) A database of German "
+                 "emotional speech. Proc. Interspeech 2005, 1517-1520.",
+    ),
 }
 
 
@@ -103,7 +115,10 @@ def download(url: str, part: Path) -> int:
         raise DownloadError(f"cannot reach {url} ({reason}); check the network and run again") from None
     with response:
         if response.status == 206:
-            total = int(re.search(r"/(\d+)$", response.headers.get("Content-Range", "")).group(1))
+            # "bytes a-b/total"; a server that does not know the total sends "/*".
+            known = re.search(r"/(\d+)$", response.headers.get("Content-Range", ""))
+            length = int(response.headers.get("Content-Length") or 0)
+            total = int(known.group(1)) if known else (have + length if length else 0)
         else:  # the server ignored the Range header: start over
             have = 0
             total = int(response.headers.get("Content-Length") or 0)

@@ -17,7 +17,7 @@ import recipes
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default="data")
+    recipes.add_data_arguments(p)
     p.add_argument("--out", default="results/speakers")
     p.add_argument("--without-tess", action="store_true", help="train on RAVDESS alone")
     recipes.add_recipe_arguments(p)

@@ -43,6 +43,24 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
+def restricted_argmax(probabilities: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """The most probable class (n,) of probabilities (n, classes) among the class indices `allowed` only."""
+    columns = np.isin(np.arange(probabilities.shape[1]), allowed)
+    return np.where(columns, probabilities, -np.inf).argmax(axis=1)
+
+
+def scores_of(probabilities: np.ndarray, y_true: np.ndarray, labels: list[str]) -> dict:
+    """scores() of the most probable class, and, where y_true has fewer emotions than the model knows,
+    "shared_emotions": the scores when the prediction may only be one of the emotions in y_true (the
+    usual cross-corpus protocol), with those emotions' names."""
+    result = scores(y_true, probabilities.argmax(axis=1))
+    present = np.unique(y_true)
+    if len(present) < len(labels):
+        result["shared_emotions"] = {**scores(y_true, restricted_argmax(probabilities, present)),
+                                     "labels": [labels[i] for i in present]}
+    return result
+
+
 def evaluate(probabilities: np.ndarray, clips: pd.DataFrame, labels: list[str]) -> dict:
     """Every figure of evaluation.json for class probabilities (n, classes) of the clips' index rows."""
     y_true = clips["emotion"].map(labels.index).to_numpy()
@@ -51,20 +69,24 @@ def evaluate(probabilities: np.ndarray, clips: pd.DataFrame, labels: list[str]) 
                                    output_dict=True, zero_division=0)
     corpora = clips["corpus"].to_numpy()
     return {
-        **scores(y_true, y_pred),
+        **scores_of(probabilities, y_true, labels),
         "per_class": {name: report[name] for name in labels},
-        "per_corpus": {c: scores(y_true[corpora == c], y_pred[corpora == c]) for c in sorted(set(corpora))},
+        "per_corpus": {c: scores_of(probabilities[corpora == c], y_true[corpora == c], labels)
+                       for c in sorted(set(corpora))},
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=range(len(labels))).tolist(),
         "labels": list(labels),
     }
 
 
 def report_text(evaluation: dict) -> str:
-    """The figures as a terminal report."""
-    lines = [f"{'':10} {'n':>5} {'accuracy':>9} {'macro-F1':>9} {'UAR':>6}"]
+    """The figures as a terminal report. "own emotions": accuracy and UAR with the prediction restricted to the
+    emotions that those clips have, where they have fewer than the model knows."""
+    lines = [f"{'':10} {'n':>5} {'accuracy':>9} {'macro-F1':>9} {'UAR':>6}   own emotions: accuracy, UAR"]
     rows = [("all", evaluation)] + list(evaluation["per_corpus"].items())
     for name, s in rows:
-        lines.append(f"{name:10} {s['n']:5d} {s['accuracy']:9.3f} {s['macro_f1']:9.3f} {s['uar']:6.3f}")
+        shared = s.get("shared_emotions")
+        own = f"   {shared['accuracy']:9.3f} {shared['uar']:6.3f} ({len(shared['labels'])})" if shared else ""
+        lines.append(f"{name:10} {s['n']:5d} {s['accuracy']:9.3f} {s['macro_f1']:9.3f} {s['uar']:6.3f}{own}")
     lines += ["", f"{'':10} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>8}"]
     for name, c in evaluation["per_class"].items():
         lines.append(f"{name:10} {c['precision']:9.3f} {c['recall']:7.3f} {c['f1-score']:6.3f} {int(c['support']):8d}")
@@ -102,11 +124,12 @@ def agreement(reference: np.ndarray, other: np.ndarray, y_true: np.ndarray) -> d
 # A saved model's test clips
 
 
-def clips_to_evaluate(saved, data_dir: str | None) -> tuple[pd.DataFrame, str]:
+def clips_to_evaluate(saved, data_dirs) -> tuple[pd.DataFrame, str]:
     """Index rows to evaluate for a model.SavedModel, and a description: the model's saved test split,
-    or all of data_dir. Clips whose emotion the model does not know are left out."""
-    if data_dir is None:
-        data_dir = saved.metadata["data_dir"]
+    or all of data_dirs (a folder or a list). Clips whose emotion the model does not know are left out."""
+    if data_dirs is None:
+        # Models saved before several folders were possible name one.
+        data_dir = saved.metadata.get("data_dirs") or saved.metadata["data_dir"]
         clips, _ = features.index_corpus(data_dir)
         wanted = set(saved.metadata["split"]["test"])
         clips = clips[clips["relpath"].isin(wanted)]
@@ -115,8 +138,8 @@ def clips_to_evaluate(saved, data_dir: str | None) -> tuple[pd.DataFrame, str]:
                                        f"missing under {data_dir}; pass --data-dir to evaluate on another folder")
         what = f"its {saved.metadata['split']['method']}-split test set"
     else:
-        clips, _ = features.index_corpus(data_dir)
-        what = f"all of {data_dir}"
+        clips, _ = features.index_corpus(data_dirs)
+        what = "all of " + (" and ".join(map(str, data_dirs)) if isinstance(data_dirs, list) else str(data_dirs))
     unknown = ~clips["emotion"].isin(saved.labels)
     if unknown.any():
         print(f"left out {unknown.sum()} clips with emotions the model does not know: "
@@ -124,10 +147,10 @@ def clips_to_evaluate(saved, data_dir: str | None) -> tuple[pd.DataFrame, str]:
     return clips[~unknown].reset_index(drop=True), what
 
 
-def model_inputs(saved, data_dir: str | None, cache_dir) -> tuple[np.ndarray, pd.DataFrame, str]:
+def model_inputs(saved, data_dirs, cache_dir) -> tuple[np.ndarray, pd.DataFrame, str]:
     """(model input X, its index rows, a description) of the clips that clips_to_evaluate picks,
     standardised per speaker if the model was trained so. Raises CorpusError if none is readable."""
-    clips, what = clips_to_evaluate(saved, data_dir)
+    clips, what = clips_to_evaluate(saved, data_dirs)
     data = features.load_features(clips, saved.config, cache_dir)
     if data.skip_line():
         print(data.skip_line())
@@ -156,7 +179,8 @@ def cross_validate(X: np.ndarray, clips: pd.DataFrame, args) -> dict:
         start = time.perf_counter()
         side = training.speaker_split(clips, [f"ravdess-{a:02d}" for a in actors], seed=args.seed + k)
         tr, va, te = side == "train", side == "val", side == "test"
-        model, _, best_epoch = training.train(X[tr], y[tr], X[va], y[va], args, args.seed + k, verbose=0)
+        model, _, best_epoch = training.train(X[tr], y[tr], X[va], y[va], args, args.seed + k, verbose=0,
+                                              sample_weight=training.balance_weights(clips[tr], args.balance))
         ev = evaluate(model.predict(X[te], batch_size=256, verbose=0), clips[te], labels)
         confusion += np.array(ev["confusion_matrix"])
         folds.append({"actors": list(actors), "accuracy": ev["accuracy"], "uar": ev["uar"], "n": ev["n"],
@@ -194,4 +218,61 @@ def run_cross_validation(args) -> dict:
                               title=f"5-fold by RAVDESS actor, summed: accuracy "
                                     f"{result['accuracy_mean']:.3f} ± {result['accuracy_std']:.3f}")
     print(f"wrote {out / 'cv.json'} and {out / 'confusion_matrix.png'}")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Leave one corpus out
+
+
+def leave_one_corpus_out(X: np.ndarray, clips: pd.DataFrame, args) -> dict:
+    """Each corpus in clips held out in turn: the recipe in args trained on the others (a stratified tenth of
+    them picks the best epoch) and scored on all of the held-out corpus, with every emotion the model knows
+    and with the prediction restricted to the held-out corpus's own emotions (the cross-corpus protocol).
+    Raises CorpusError for fewer than two corpora."""
+    corpora = sorted(set(clips["corpus"]))
+    if len(corpora) < 2:
+        raise features.CorpusError(f"leaving one corpus out needs two or more; found only {', '.join(corpora)}")
+    labels = list(features.EMOTIONS)
+    y = training.labels_of(clips)
+    rows = []
+    for k, held_out in enumerate(corpora):
+        start = time.perf_counter()
+        test = (clips["corpus"] == held_out).to_numpy()
+        pool = clips[~test].reset_index(drop=True)
+        side = training.validation_split(pool, args.seed + k)
+        tr, va = side == "train", side == "val"
+        model, _, best_epoch = training.train(X[~test][tr], y[~test][tr], X[~test][va], y[~test][va], args,
+                                              args.seed + k, verbose=0,
+                                              sample_weight=training.balance_weights(pool[tr], args.balance))
+        ev = evaluate(model.predict(X[test], batch_size=256, verbose=0), clips[test], labels)
+        shared = ev.get("shared_emotions", {**ev, "labels": labels})
+        rows.append({"train": [c for c in corpora if c != held_out], "test": held_out, "n": ev["n"],
+                     "accuracy": ev["accuracy"], "uar": ev["uar"], "shared_emotions": shared,
+                     "best_epoch": int(best_epoch), "seconds": round(time.perf_counter() - start, 1)})
+        print(f"{' + '.join(rows[-1]['train'])} -> {held_out}: accuracy {ev['accuracy']:.3f}, UAR {ev['uar']:.3f}; "
+              f"on its {len(shared['labels'])} emotions {shared['accuracy']:.3f}, UAR {shared['uar']:.3f} "
+              f"(best epoch {best_epoch}, {rows[-1]['seconds']:.0f} s)", flush=True)
+    return {"held_out": rows, "labels": labels}
+
+
+def run_leave_one_corpus_out(args) -> dict:
+    """leave_one_corpus_out over args.data_dir (and args.corpora); prints a table and writes loco.json into
+    args.out."""
+    start = time.perf_counter()
+    X, clips = training.recipe_features(args)
+    result = leave_one_corpus_out(X, clips, args)
+    result["recipe"] = recipe_record(args)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    print("\n| trained on | tested on | clips | accuracy, 8 emotions | accuracy, its own emotions | UAR, its own |")
+    print("|---|---|---|---|---|---|")
+    for row in result["held_out"]:
+        shared = row["shared_emotions"]
+        print(f"| {' + '.join(row['train'])} | {row['test']} | {row['n']} | {row['accuracy']:.3f} | "
+              f"{shared['accuracy']:.3f} ({len(shared['labels'])}) | {shared['uar']:.3f} |")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with features.atomic_output(out / "loco.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out / 'loco.json'} ({result['seconds'] / 60:.1f} min)")
     return result

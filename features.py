@@ -45,6 +45,13 @@ TESS_EMOTIONS = {
     "pleasant_surprised": "surprised",
 }
 
+# EMO-DB SSTTTEV: speaker, sentence (a01 .. b10), emotion letter (German names), version. Only its ten
+# speakers and ten sentences match, so that no other corpus's or user's file is taken for EMO-DB.
+EMODB_NAME = re.compile(r"^(03|08|09|10|11|12|13|14|15|16)(a0[12457]|b0[1239]|b10)([WLEAFTN])([a-z])$")
+EMODB_MALE_SPEAKERS = frozenset({"03", "10", "11", "12", "15"})
+EMODB_EMOTIONS = {"W": "angry", "E": "disgust", "A": "fearful", "F": "happy", "T": "sad", "N": "neutral"}
+EMODB_BOREDOM = "L"  # Langeweile: none of the eight emotions (and not calm), left out and counted
+
 # A user's own corpus: DIR/<emotion>/*.wav, folder names matched case-insensitively.
 EMOTION_FOLDERS = {
     **{e: e for e in EMOTIONS}, "anger": "angry", "fear": "fearful", "happiness": "happy", "sadness": "sad",
@@ -174,6 +181,29 @@ def parse_tess_name(stem: str) -> dict | None:
     }
 
 
+def parse_emodb_name(stem: str) -> dict | str | None:
+    """Fields of an EMO-DB file name (`03a01Fa`), the reason it is left out (boredom), or None if not EMO-DB."""
+    m = EMODB_NAME.match(stem)
+    if not m:
+        return None
+    speaker, sentence, letter, version = m.groups()
+    if letter == EMODB_BOREDOM:
+        return "EMO-DB boredom clips (no counterpart among the eight emotions)"
+    return {
+        "corpus": "emodb",
+        "speaker": f"emodb-{speaker}",
+        "gender": "male" if speaker in EMODB_MALE_SPEAKERS else "female",
+        "emotion": EMODB_EMOTIONS[letter],
+        "sentence": sentence,
+        "version": version,
+    }
+
+
+def parse_corpus_name(stem: str) -> dict | str | None:
+    """Fields of a RAVDESS, TESS or EMO-DB file name, the reason such a file is left out, or None."""
+    return parse_ravdess_name(stem) or parse_tess_name(stem) or parse_emodb_name(stem)
+
+
 def parse_emotion_folder(path: Path) -> dict | None:
     """Fields of a file in a folder-per-emotion corpus (`mine/Anger/take1.wav`), or None.
 
@@ -187,11 +217,25 @@ def parse_emotion_folder(path: Path) -> dict | None:
 
 
 def audio_files(data_dir: Path) -> list[Path]:
-    """Every file under data_dir with an audio extension, sorted, hidden folders (caches) excluded."""
-    found = []
-    for root, dirs, files in os.walk(data_dir):
+    """Every file under data_dir with an audio extension, sorted, hidden folders (caches) excluded.
+
+    Folders reached through symbolic links are followed (corpora kept on another disk); a folder
+    reached twice, through a loop or two links, is read once, and so is a file.
+    """
+    found, seen_dirs, seen_files = [], set(), set()
+    for root, dirs, files in os.walk(data_dir, followlinks=True):
+        info = os.stat(root)
+        identity = (info.st_dev, info.st_ino)
+        if identity in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add(identity)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(root, f) for f in sorted(files) if Path(f).suffix.lower() in AUDIO_EXTENSIONS]
+        for name in sorted(files):
+            path = Path(root, name)
+            if path.suffix.lower() in AUDIO_EXTENSIONS and path.resolve() not in seen_files:
+                seen_files.add(path.resolve())
+                found.append(path)
     return found
 
 
@@ -212,44 +256,65 @@ def duplicate_groups(paths: list[Path]) -> list[list[Path]]:
     return groups
 
 
-def index_corpus(data_dir: str | Path) -> tuple[pd.DataFrame, IndexSummary]:
-    """Find and label every RAVDESS and TESS clip under data_dir by file name, and other clips by folder.
+def index_corpus(data_dirs) -> tuple[pd.DataFrame, IndexSummary]:
+    """Find and label every RAVDESS, TESS and EMO-DB clip under data_dirs (a folder or a list of them)
+    by file name, and other clips by folder.
 
-    Files named like neither corpus are taken from folder-per-emotion layouts
-    (`DIR/<emotion>/*.wav`, see EMOTION_FOLDERS) as corpus "custom".
+    Files named like no corpus are taken from folder-per-emotion layouts (`DIR/<emotion>/*.wav`,
+    see EMOTION_FOLDERS) as corpus "custom".
 
-    Returns one row per clip with columns path (absolute), relpath (to data_dir), corpus,
-    speaker (corpus-qualified: ravdess-07, tess-OAF), gender, emotion, group (equal for
+    Returns one row per clip with columns path (absolute), relpath (to its data dir), corpus,
+    speaker (corpus-qualified: ravdess-07, tess-OAF, emodb-03), gender, emotion, group (equal for
     byte-identical files, so that splits can keep them together), and the corpus fields
-    intensity, statement, repetition (RAVDESS) and word (TESS), missing elsewhere.
-    Raises CorpusError if data_dir holds no clip.
+    intensity, statement, repetition (RAVDESS), word (TESS), sentence and version (EMO-DB),
+    missing elsewhere. Raises CorpusError if the folders hold no clip, or two of them hold the
+    same relative path.
     """
-    data_dir = Path(data_dir).resolve()
-    if not data_dir.is_dir():
-        raise CorpusError(f"no corpus found: {data_dir} is not a folder. Put RAVDESS and/or TESS there "
-                          f"(see README, 'Getting the corpora') or pass --data-dir")
+    dirs = [Path(d).resolve() for d in ([data_dirs] if isinstance(data_dirs, str | Path) else data_dirs)]
+    for data_dir in dirs:
+        if not data_dir.is_dir():
+            raise CorpusError(f"no corpus found: {data_dir} is not a folder. Put RAVDESS, TESS and/or EMO-DB there "
+                              f"(see README, 'Getting the corpora') or pass --data-dir")
     summary = IndexSummary()
     rows = []
-    for path in audio_files(data_dir):
-        fields = parse_ravdess_name(path.stem) or parse_tess_name(path.stem) or parse_emotion_folder(path)
-        if isinstance(fields, str):
-            summary.excluded[fields] = summary.excluded.get(fields, 0) + 1
-        elif fields is None:
-            summary.unmatched.append(str(path.relative_to(data_dir)))
-        else:
-            rows.append({"path": str(path), "relpath": str(path.relative_to(data_dir)), **fields})
+    for data_dir in dirs:
+        for path in audio_files(data_dir):
+            fields = parse_corpus_name(path.stem) or parse_emotion_folder(path)
+            if isinstance(fields, str):
+                summary.excluded[fields] = summary.excluded.get(fields, 0) + 1
+            elif fields is None:
+                summary.unmatched.append(str(path.relative_to(data_dir)))
+            else:
+                rows.append({"path": str(path), "relpath": str(path.relative_to(data_dir)), **fields})
+    where = " or ".join(map(str, dirs))
     if not rows:
-        raise CorpusError(f"no RAVDESS, TESS or emotion-folder clips found under {data_dir}. Put the corpora there "
-                          f"(see README, 'Getting the corpora') or pass --data-dir")
+        raise CorpusError(f"no RAVDESS, TESS, EMO-DB or emotion-folder clips found under {where}. Put the corpora "
+                          f"there (see README, 'Getting the corpora') or pass --data-dir")
     clips = pd.DataFrame(rows)
+    twice = clips["relpath"][clips["relpath"].duplicated()]
+    if len(twice):
+        raise CorpusError(f"{len(twice)} files have the same path under two of {where} (e.g. {twice.iloc[0]}); "
+                          f"pass each corpus folder once")
     clips["group"] = clips["relpath"]
+    relpath_of = dict(zip(clips["path"], clips["relpath"], strict=True))
     for group in duplicate_groups([Path(p) for p in clips["path"]]):
-        members = sorted(str(p.relative_to(data_dir)) for p in group)
+        members = sorted(relpath_of[str(p)] for p in group)
         clips.loc[clips["relpath"].isin(members), "group"] = members[0]
         summary.duplicates.append(members)
     columns = ["path", "relpath", "corpus", "speaker", "gender", "emotion", "group",
-               "intensity", "statement", "repetition", "word"]
+               "intensity", "statement", "repetition", "word", "sentence", "version"]
     return clips.reindex(columns=columns), summary
+
+
+def select_corpora(clips: pd.DataFrame, corpora: list[str] | None) -> pd.DataFrame:
+    """The index rows of the named corpora (all rows for None). Raises CorpusError for a corpus not found."""
+    if not corpora:
+        return clips
+    found = sorted(set(clips["corpus"]))
+    missing = sorted(set(corpora) - set(found))
+    if missing:
+        raise CorpusError(f"corpus {', '.join(missing)} not found; the data folders hold {', '.join(found)}")
+    return clips[clips["corpus"].isin(corpora)].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -123,8 +123,8 @@ def file_windows(y: np.ndarray, config: features.FeatureConfig) -> np.ndarray:
 
 
 def speaker_of(path: Path) -> str:
-    """The speaker a corpus file name tells (ravdess-07, tess-OAF), else "session" for all other files."""
-    fields = features.parse_ravdess_name(path.stem) or features.parse_tess_name(path.stem)
+    """The speaker a corpus file name tells (ravdess-07, tess-OAF, emodb-03), else "session" for all other files."""
+    fields = features.parse_corpus_name(path.stem)
     return fields["speaker"] if isinstance(fields, dict) else "session"
 
 

@@ -11,10 +11,12 @@ import argparse
 RECIPES = {
     # The seed's recipe exactly: its CNN on untrimmed MFCCs, Adam at 1e-3, nothing else.
     "reference": {"model": "seed", "trim_db": None, "n_mfcc": 13, "deltas": False, "speaker_norm": False,
-                  "augment": False, "lr_schedule": "constant", "label_smoothing": 0.0, "class_weights": False},
+                  "augment": False, "lr_schedule": "constant", "label_smoothing": 0.0, "class_weights": False,
+                  "balance": "none"},
     # The best on speakers never heard (README, Results).
     "pooled": {"model": "pooled", "trim_db": 30.0, "n_mfcc": 13, "deltas": True, "speaker_norm": True,
-               "augment": True, "lr_schedule": "cosine", "label_smoothing": 0.0, "class_weights": False},
+               "augment": True, "lr_schedule": "cosine", "label_smoothing": 0.0, "class_weights": False,
+               "balance": "none"},
 }
 DEFAULT_RECIPE = "pooled"
 # The architectures model.MODELS builds, in the order the recipes name them.
@@ -40,6 +42,19 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def parse_corpora(text: str) -> list[str]:
+    """'ravdess, emodb' -> ['ravdess', 'emodb']."""
+    return [name.strip().lower() for name in text.split(",") if name.strip()]
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """--data-dir (one folder or several: corpora may live apart) and --corpora (which of those found to use)."""
+    p.add_argument("--data-dir", nargs="+", default=["data"],
+                   help="folders holding RAVDESS, TESS, EMO-DB and/or emotion folders (default: data)")
+    p.add_argument("--corpora", type=parse_corpora,
+                   help="comma-separated corpora to use of those found, e.g. ravdess,tess,emodb (default: all)")
 
 
 def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) -> None:
@@ -70,6 +85,9 @@ def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) ->
     p.add_argument("--label-smoothing", type=float, **given, help="label smoothing of the cross-entropy")
     p.add_argument("--class-weights", action=argparse.BooleanOptionalAction, **given,
                    help="weigh classes inversely to their frequency")
+    p.add_argument("--balance", choices=["none", "speaker", "corpus"], **given,
+                   help="weigh training clips so that every speaker (or every corpus) counts the same in the loss, "
+                        "however many clips it has")
     p.add_argument("--epochs", type=positive_int, default=50)
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--seed", type=int, default=0, help="fixes the split and the initial weights")
@@ -101,7 +119,7 @@ def training_options(args) -> dict:
     """The recipe options that concern training alone."""
     return {"augment": args.augment, "epochs": args.epochs, "batch_size": args.batch_size,
             "lr_schedule": args.lr_schedule, "label_smoothing": args.label_smoothing,
-            "class_weights": args.class_weights, "seed": args.seed}
+            "class_weights": args.class_weights, "balance": args.balance, "seed": args.seed}
 
 
 def recipe_record(args) -> dict:

@@ -17,7 +17,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", default="models/latest",
                    help="model dir from train_model.py (default: models/latest)")
-    p.add_argument("--data-dir", default=None, help="evaluate on every clip of this folder instead of the test split")
+    p.add_argument("--data-dir", nargs="+", default=None,
+                   help="evaluate on every clip of these folders instead of the model's test split")
     p.add_argument("--cache-dir", default="cache", help="feature cache folder (default: cache)")
     args = p.parse_args(argv)
     logging.basicConfig(format="%(message)s")  # warnings only: libraries log at INFO on their first run

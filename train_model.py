@@ -21,7 +21,7 @@ import recipes
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default="data", help="folder holding RAVDESS and/or TESS (default: data)")
+    recipes.add_data_arguments(p)
     p.add_argument("--model-dir", default="models/latest", help="where to save the model (default: models/latest)")
     p.add_argument("--split", choices=["random", "speaker"], default="random")
     p.add_argument("--test-speakers", type=recipes.parse_speakers, default=list(recipes.DEFAULT_TEST_SPEAKERS),
@@ -51,8 +51,9 @@ def run(args) -> Path:
     parts = {name: side == name for name in ("train", "val", "test")}
     print("split: " + ", ".join(f"{name} {mask.sum()}" for name, mask in parts.items()))
 
-    model, history, best_epoch = training.train(X[parts["train"]], y[parts["train"]], X[parts["val"]],
-                                                y[parts["val"]], args, args.seed)
+    model, history, best_epoch = training.train(
+        X[parts["train"]], y[parts["train"]], X[parts["val"]], y[parts["val"]], args, args.seed,
+        sample_weight=training.balance_weights(clips[parts["train"]], args.balance))
     best = history.loc[best_epoch]
     print(f"best epoch {best_epoch}: val_accuracy {best['val_accuracy']:.3f}, val_loss {best['val_loss']:.3f}")
 
@@ -64,7 +65,8 @@ def run(args) -> Path:
         "recipe": args.recipe,
         "model": args.model,
         "speaker_norm": args.speaker_norm,  # test_model.py and predict_live.py standardise the same way
-        "data_dir": str(Path(args.data_dir).resolve()),
+        "data_dirs": [str(Path(d).resolve()) for d in args.data_dir],
+        "corpora": sorted(set(clips["corpus"])),
         "split": {
             "method": args.split,
             "seed": args.seed,

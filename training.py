@@ -96,6 +96,7 @@ def recipe_features(args) -> tuple[np.ndarray, pd.DataFrame]:
     """Index --data-dir and return (model input X, the index rows of X) for the recipe in args."""
     config = recipe_config(args)
     clips, summary = features.index_corpus(args.data_dir)
+    clips = features.select_corpora(clips, args.corpora)
     print(f"found {len(clips)} clips: " + ", ".join(f"{n} {c}" for c, n in clips["corpus"].value_counts().items()))
     for line in summary.lines():
         print(line)
@@ -107,6 +108,12 @@ def recipe_features(args) -> tuple[np.ndarray, pd.DataFrame]:
         print(data.skip_line())
     X = features.standardise_per_speaker(data.X, data.clips["speaker"]) if args.speaker_norm else data.X
     return X, data.clips
+
+
+def validation_split(clips: pd.DataFrame, seed: int) -> np.ndarray:
+    """"train" or "val" per index row: random_split's validation part, its test part joined to training."""
+    side = random_split(clips, seed)
+    return np.where(side == "val", "val", "train")
 
 
 def labels_of(clips: pd.DataFrame) -> np.ndarray:
@@ -141,20 +148,34 @@ def spec_augment(X, max_shift: int = 16, max_time_mask: int = 16, max_feature_ma
     return tf.where(mask, tf.reduce_mean(shifted, axis=1, keepdims=True), shifted)
 
 
-def augmented_batches(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Batches of (X, y), reshuffled and passed through spec_augment afresh every epoch."""
-    return (tf.data.Dataset.from_tensor_slices((X, y))
+def augmented_batches(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
+                      sample_weight: np.ndarray | None = None) -> tf.data.Dataset:
+    """Batches of (X, y) or (X, y, sample_weight), reshuffled and passed through spec_augment afresh every epoch."""
+    tensors = (X, y) if sample_weight is None else (X, y, sample_weight)
+    return (tf.data.Dataset.from_tensor_slices(tensors)
             .shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
             .batch(batch_size)
-            .map(lambda x, label: (spec_augment(x), label), num_parallel_calls=tf.data.AUTOTUNE)
+            .map(lambda x, *rest: (spec_augment(x), *rest), num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 
 
-def train(X_train, y_train, X_val, y_val, recipe, seed: int, verbose: int | None = None):
+def balance_weights(clips: pd.DataFrame, by: str) -> np.ndarray | None:
+    """A weight (n,) per training clip so that every speaker (by="speaker") or corpus (by="corpus") weighs
+    the same in the loss, mean 1; None for by="none". Many clips of few voices (TESS: 2,800 of 2) would
+    otherwise outweigh many voices with few clips."""
+    if by == "none":
+        return None
+    counts = clips[by].map(clips[by].value_counts()).to_numpy()
+    weights = 1.0 / counts
+    return (weights * len(weights) / weights.sum()).astype("float32")
+
+
+def train(X_train, y_train, X_val, y_val, recipe, seed: int, verbose: int | None = None, sample_weight=None):
     """Fit models.MODELS[recipe.model] as the recipe (the options of recipes.add_recipe_arguments) says.
 
     Returns (model with the best epoch's weights, history table, best epoch, counted from 1).
     verbose: Keras' fit verbosity; default a progress bar on a terminal, a line per epoch elsewhere.
+    sample_weight: a weight (n,) per training clip (balance_weights), or None.
     """
     models.keras.utils.set_random_seed(seed)
     model = models.MODELS[recipe.model](X_train.shape[1:], len(features.EMOTIONS),
@@ -164,9 +185,10 @@ def train(X_train, y_train, X_val, y_val, recipe, seed: int, verbose: int | None
                      if recipe.lr_schedule == "cosine" else 1e-3)
     models.compiled(model, learning_rate, recipe.label_smoothing)
     onehot = np.eye(len(features.EMOTIONS), dtype="float32")
-    data = ({"x": augmented_batches(X_train, onehot[y_train], recipe.batch_size, seed), "shuffle": False}
+    data = ({"x": augmented_batches(X_train, onehot[y_train], recipe.batch_size, seed, sample_weight),
+             "shuffle": False}
             if recipe.augment else
-            {"x": X_train, "y": onehot[y_train], "batch_size": recipe.batch_size})
+            {"x": X_train, "y": onehot[y_train], "batch_size": recipe.batch_size, "sample_weight": sample_weight})
     # Patience of every epoch: it never stops early, it only keeps the best epoch's weights.
     best = models.keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=recipe.epochs,
                                                 restore_best_weights=True)

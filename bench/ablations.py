@@ -100,8 +100,9 @@ def with_ensemble(n: int):
     """training.train that trains n models (seeds seed, seed + 1000, ...) and returns their average."""
     train_one = training.train
 
-    def train(X_train, y_train, X_val, y_val, recipe, seed, verbose=None):
-        runs = [train_one(X_train, y_train, X_val, y_val, recipe, seed + 1000 * i, verbose) for i in range(n)]
+    def train(X_train, y_train, X_val, y_val, recipe, seed, verbose=None, sample_weight=None):
+        runs = [train_one(X_train, y_train, X_val, y_val, recipe, seed + 1000 * i, verbose, sample_weight)
+                for i in range(n)]
         inputs = keras.Input(shape=X_train.shape[1:])
         members = [keras.Model(m.inputs[0], m.outputs[0], name=f"member_{i}") for i, (m, _, _) in enumerate(runs)]
         average = keras.Model(inputs, layers.Average()([member(inputs) for member in members]))
@@ -147,7 +148,7 @@ def main():
         return
     # evaluate_speakers.py's options, with the variants as models.
     cv = argparse.ArgumentParser(prog="ablations.py")
-    cv.add_argument("--data-dir", default="data")
+    recipes.add_data_arguments(cv)
     cv.add_argument("--out", default="results/speakers")
     cv.add_argument("--without-tess", action="store_true", help="train on RAVDESS alone")
     recipes.add_recipe_arguments(cv, model_names)

@@ -20,7 +20,7 @@ import recipes  # noqa: E402
 def main(argv=None, model_names=recipes.MODEL_NAMES):
     """model_names: what --model accepts (bench/ablations.py adds its variants)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default="data")
+    recipes.add_data_arguments(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--splits", nargs="+", choices=["random", "speaker"], default=["random", "speaker"])
     recipes.add_recipe_arguments(p, model_names)
@@ -30,14 +30,14 @@ def main(argv=None, model_names=recipes.MODEL_NAMES):
     import features
     import training
 
-    clips, _ = features.index_corpus(args.data_dir)
+    clips = features.select_corpora(features.index_corpus(args.data_dir)[0], args.corpora)
     features.clip_features(clips["path"][0], config)  # numba compilation, outside the timings
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
         data = features.load_features(clips, config, cache)
         cold = time.perf_counter() - start
         start = time.perf_counter()
-        clips, _ = features.index_corpus(args.data_dir)
+        clips = features.select_corpora(features.index_corpus(args.data_dir)[0], args.corpora)
         data = features.load_features(clips, config, cache)
         cached = time.perf_counter() - start
     print(f"clips: {len(data.X)} ({len(data.skipped)} skipped)")
@@ -54,7 +54,8 @@ def main(argv=None, model_names=recipes.MODEL_NAMES):
                     training.speaker_split(data.clips, list(recipes.DEFAULT_TEST_SPEAKERS), seed))
             tr, va, te = (side == "train"), (side == "val"), (side == "test")
             start = time.perf_counter()
-            model, _, best_epoch = training.train(X[tr], y[tr], X[va], y[va], args, seed, verbose=0)
+            model, _, best_epoch = training.train(X[tr], y[tr], X[va], y[va], args, seed, verbose=0,
+                                                  sample_weight=training.balance_weights(data.clips[tr], args.balance))
             per_epoch = (time.perf_counter() - start) / args.epochs
             ev = evaluation.evaluate(model.predict(X[te], batch_size=256, verbose=0), data.clips[te],
                                      list(features.EMOTIONS))

@@ -10,6 +10,7 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 DATASETS = SHARED / "datasets"
 ORIGINALS = SHARED / "audio-originals"
+EMODB = SHARED / "emodb"
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +18,13 @@ def datasets() -> Path:
     if not (DATASETS / "ravdess").is_dir() or not (DATASETS / "tess").is_dir():
         pytest.skip(f"the shared corpora are not at {DATASETS}")
     return DATASETS
+
+
+@pytest.fixture(scope="session")
+def emodb() -> Path:
+    if not EMODB.is_dir():
+        pytest.skip(f"the shared EMO-DB copy is not at {EMODB}")
+    return EMODB
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         self.send_response(206 if start else 200)
         if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            total = "*" if self.server.unknown_total else len(body)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{total}")
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
         if self.server.cut_once:
@@ -47,7 +48,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.files, httpd.requests, httpd.cut_once = {}, [], False
+    httpd.files, httpd.requests, httpd.cut_once, httpd.unknown_total = {}, [], False, False
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
@@ -101,6 +102,18 @@ def test_resume_after_the_connection_drops_halfway(server, datasets, tmp_path):
     dl.fetch(corpus, data)
     assert server.requests == [None, f"bytes={len(body) // 2}-"]
     assert dl.count_clips(data / "ravdess") == N_CLIPS and not part.exists()
+
+
+def test_resume_when_the_server_does_not_know_the_total_size(server, datasets, tmp_path):
+    body = make_zip(datasets, tmp_path / "src.zip")
+    corpus = local_corpus(server, body)
+    server.cut_once = server.unknown_total = True  # the resumed reply says "bytes a-b/*"
+    data = tmp_path / "data"
+    with pytest.raises(dl.DownloadError, match="run again to resume"):
+        dl.fetch(corpus, data)
+    dl.fetch(corpus, data)
+    assert server.requests[-1] == f"bytes={len(body) // 2}-"
+    assert dl.count_clips(data / "ravdess") == N_CLIPS
 
 
 def test_checksum_mismatch_keeps_the_bad_file(server, datasets, tmp_path):
@@ -158,3 +171,41 @@ def test_list_shows_each_corpus_with_licence_and_address():
     assert result.returncode == 0
     assert "https://zenodo.org/records/1188976/files/Audio_Speech_Actors_01-24.zip" in result.stdout
     assert "doi:10.5683/SP2/E8H2MF" in result.stdout and "CC BY-NC-ND 4.0" in result.stdout
+
+
+def emodb_zip(emodb, path, leave_out=0):
+    """A zip laid out as EMO-DB's own download (wav/ beside label files) of the shared copy's clips."""
+    clips = sorted(emodb.glob("*.flac"))[leave_out:]
+    with zipfile.ZipFile(path, "w") as z:
+        for clip in clips:
+            z.write(clip, f"wav/{clip.name}")
+        z.writestr("erklaerung.txt", "Erklaerung der Dateinamen")
+    return path.read_bytes()
+
+
+def test_emodb_downloads_whole_with_its_licence_and_is_indexed(server, emodb, tmp_path):
+    server.files["/download/download.zip"] = emodb_zip(emodb, tmp_path / "src.zip")
+    url = f"http://127.0.0.1:{server.server_port}/download/download.zip"
+    result = run_script("download_data.py", "emodb", "--data-dir", tmp_path / "data", env_extra={"SER_URL_EMODB": url})
+    assert result.returncode == 0, result.stderr
+    assert "Burkhardt F" in result.stdout and "free for research" in result.stdout
+    assert "emodb: 535 clips in" in result.stdout and "verified by clip count" in result.stdout
+    clips, summary = F.index_corpus(tmp_path / "data")
+    assert len(clips) == 454 and set(clips["corpus"]) == {"emodb"}
+    assert summary.excluded == {"EMO-DB boredom clips (no counterpart among the eight emotions)": 81}
+
+
+def test_emodb_resumes_a_cut_transfer_and_refuses_a_wrong_clip_count(server, emodb, tmp_path):
+    body = emodb_zip(emodb, tmp_path / "src.zip")
+    server.files["/emodb.zip"] = body
+    corpus = dataclasses.replace(dl.CORPORA["emodb"], url=f"http://127.0.0.1:{server.server_port}/emodb.zip")
+    server.cut_once = True
+    with pytest.raises(dl.DownloadError, match="run again to resume"):
+        dl.fetch(corpus, tmp_path / "data")
+    assert dl.fetch(corpus, tmp_path / "data") == tmp_path / "data" / "emodb"
+    assert server.requests == [None, f"bytes={len(body) // 2}-"] and dl.count_clips(tmp_path / "data" / "emodb") == 535
+    server.files["/short.zip"] = emodb_zip(emodb, tmp_path / "short.zip", leave_out=1)
+    short = dataclasses.replace(corpus, url=f"http://127.0.0.1:{server.server_port}/short.zip")
+    with pytest.raises(dl.DownloadError, match="holds 534 audio files, expected 535"):
+        dl.fetch(short, tmp_path / "other")
+    assert not (tmp_path / "other" / "emodb").exists()
