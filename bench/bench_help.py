@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["train_model.py", "test_model.py", "predict_live.py", "evaluate_speakers.py", "export_model.py",
-           "download_data.py", "demo/make_demo.py", "bench/bench_pipeline.py", "bench/bench_live.py",
-           "bench/bench_help.py"]
+SCRIPTS = ["train_model.py", "test_model.py", "predict_live.py", "evaluate_speakers.py", "evaluate_corpora.py",
+           "export_model.py", "download_data.py", "demo/make_demo.py", "bench/bench_pipeline.py",
+           "bench/bench_live.py", "bench/bench_help.py"]
 
 
 def seconds(args: list[str]) -> float:
