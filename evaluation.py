@@ -7,7 +7,6 @@ cross-validation by RAVDESS actor.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -210,9 +209,7 @@ def run_cross_validation(args) -> dict:
           f"UAR {result['uar_mean']:.3f} ± {result['uar_std']:.3f} ({result['seconds'] / 60:.1f} min)")
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with features.atomic_output(out / "cv.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    features.write_json(out / "cv.json", result)
     with features.atomic_output(out / "confusion_matrix.png") as tmp:
         plot_confusion_matrix(result["confusion_matrix"], result["labels"], tmp,
                               title=f"5-fold by RAVDESS actor, summed: accuracy "
@@ -270,9 +267,5 @@ def run_leave_one_corpus_out(args) -> dict:
         shared = row["shared_emotions"]
         print(f"| {' + '.join(row['train'])} | {row['test']} | {row['n']} | {row['accuracy']:.3f} | "
               f"{shared['accuracy']:.3f} ({len(shared['labels'])}) | {shared['uar']:.3f} |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with features.atomic_output(out / "loco.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out / 'loco.json'} ({result['seconds'] / 60:.1f} min)")
+    print(f"wrote {features.write_json(Path(args.out) / 'loco.json', result)} ({result['seconds'] / 60:.1f} min)")
     return result

@@ -480,6 +480,15 @@ def atomic_output(path: str | Path):
         tmp.unlink(missing_ok=True)
 
 
+def write_json(path: str | Path, data) -> Path:
+    """data as indented JSON at path, written atomically, its folder made if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+    return path
+
+
 def file_key(path: str | Path) -> str:
     """Identity of a file for the cache: path, size and modification time."""
     st = os.stat(path)

@@ -7,7 +7,6 @@ Prints the figures overall and per corpus, and writes evaluation.json and confus
 into the model dir.
 """
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -41,8 +40,7 @@ def run(args) -> dict:
     print(evaluation.report_text(result))
 
     model_dir = Path(args.model_dir)
-    with features.atomic_output(model_dir / "evaluation.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    features.write_json(model_dir / "evaluation.json", result)
     with features.atomic_output(model_dir / "confusion_matrix.png") as tmp:
         evaluation.plot_confusion_matrix(result["confusion_matrix"], saved.labels, tmp,
                                          title=f"{model_dir.name} on {what}: accuracy {result['accuracy']:.3f}, "

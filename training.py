@@ -185,6 +185,10 @@ def train(X_train, y_train, X_val, y_val, recipe, seed: int, verbose: int | None
                      if recipe.lr_schedule == "cosine" else 1e-3)
     models.compiled(model, learning_rate, recipe.label_smoothing)
     onehot = np.eye(len(features.EMOTIONS), dtype="float32")
+    class_weight = balanced_class_weights(y_train) if recipe.class_weights else None
+    if class_weight is not None and sample_weight is not None:  # Keras takes one or the other: their product
+        sample_weight = (sample_weight * np.array([class_weight[c] for c in y_train])).astype("float32")
+        class_weight = None
     data = ({"x": augmented_batches(X_train, onehot[y_train], recipe.batch_size, seed, sample_weight),
              "shuffle": False}
             if recipe.augment else
@@ -193,7 +197,7 @@ def train(X_train, y_train, X_val, y_val, recipe, seed: int, verbose: int | None
     best = models.keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=recipe.epochs,
                                                 restore_best_weights=True)
     fit = model.fit(**data, validation_data=(X_val, onehot[y_val]), epochs=recipe.epochs, callbacks=[best],
-                    class_weight=balanced_class_weights(y_train) if recipe.class_weights else None,
+                    class_weight=class_weight,
                     verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
     history = pd.DataFrame(fit.history).rename_axis("epoch")
     history.index += 1
