@@ -99,7 +99,7 @@ def test_folder_per_emotion_corpus_beside_the_others(datasets, tmp_path):
 
 
 def test_no_corpus_is_a_clear_error(tmp_path):
-    with pytest.raises(F.CorpusError, match="no RAVDESS, TESS or emotion-folder clips found under"):
+    with pytest.raises(F.CorpusError, match="no RAVDESS, TESS, EMO-DB or emotion-folder clips found under"):
         F.index_corpus(tmp_path)
     with pytest.raises(F.CorpusError, match="is not a folder"):
         F.index_corpus(tmp_path / "missing")
