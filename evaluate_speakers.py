@@ -1,12 +1,19 @@
-"""Speaker-independent accuracy: 5-fold cross-validation by RAVDESS actor, the folds of published work.
+"""Speaker-independent accuracy: 5-fold cross-validation by RAVDESS actor.
 
     python evaluate_speakers.py --data-dir ../shared/datasets --out results/speakers
-    python evaluate_speakers.py --data-dir ../shared/datasets --recipe reference --out results/speakers-seed
+    python evaluate_speakers.py --data-dir ../shared/datasets --folds published --out results/published
 
-Each fold trains on the RAVDESS actors outside it plus all of TESS, except two of those actors
-(one of each gender) who pick the best epoch, and is tested on the fold's actors, whom it
-never heard. Prints accuracy and UAR per fold and their mean ± std, and writes
-`cv.json` and `confusion_matrix.png` (summed over folds) into --out.
+`--folds selection` (default) is how recipes are chosen: 5 folds of 4 over actors 1-20, while
+actors 21-24 are left out of the data altogether, so that the speaker split's test actors stay
+out of every choice. `--folds published` runs the folds of published RAVDESS work over all 24
+actors, to compare with papers.
+
+Each fold trains on the RAVDESS actors outside it plus the other corpora, except two of those
+actors (one of each gender) who pick the best epoch, and is tested on the fold's actors, whom it
+never heard. Per-speaker standardisation (--norm speaker) takes each training speaker's statistics
+from their own clips, and each test actor's from all of their test clips (enrolment), so for it
+the accuracy with each test clip standardised alone is reported too. Prints accuracy and UAR per
+fold and their mean ± std, and writes `cv.json` and `confusion_matrix.png` (summed over folds) into --out.
 """
 import argparse
 import logging
@@ -18,8 +25,7 @@ import recipes
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     recipes.add_data_arguments(p)
-    p.add_argument("--out", default="results/speakers")
-    p.add_argument("--without-tess", action="store_true", help="train on RAVDESS alone")
+    recipes.add_cross_validation_arguments(p)
     recipes.add_recipe_arguments(p)
     args = recipes.apply_recipe(p.parse_args(argv))
     logging.basicConfig(format="%(message)s")  # warnings only: libraries log at INFO on their first run

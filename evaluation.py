@@ -7,7 +7,10 @@ cross-validation by RAVDESS actor.
 """
 from __future__ import annotations
 
+import os
 import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import matplotlib
@@ -18,13 +21,20 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, recall_score  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
+import augment  # noqa: E402
 import features  # noqa: E402
+import inference  # noqa: E402
+import recipes  # noqa: E402
 import training  # noqa: E402
-from recipes import recipe_record  # noqa: E402
 
-# The folds of published RAVDESS work, by actor.
+# The folds of published RAVDESS work, by actor, over all 24.
 FOLDS = [(2, 5, 14, 15, 16), (3, 6, 7, 13, 18), (10, 11, 12, 19, 20), (8, 17, 21, 23, 24), (1, 4, 9, 22)]
+# The folds that choose recipes: actors 1-20 only, two men (odd) and two women (even) each, so that the
+# speaker-split test actors 21-24 (recipes.DEFAULT_TEST_SPEAKERS) stay out of every choice.
+SELECTION_FOLDS = [(1, 2, 11, 12), (3, 4, 13, 14), (5, 6, 15, 16), (7, 8, 17, 18), (9, 10, 19, 20)]
+FOLD_SETS = {"selection": SELECTION_FOLDS, "published": FOLDS}
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -86,6 +96,11 @@ def report_text(evaluation: dict) -> str:
         shared = s.get("shared_emotions")
         own = f"   {shared['accuracy']:9.3f} {shared['uar']:6.3f} ({len(shared['labels'])})" if shared else ""
         lines.append(f"{name:10} {s['n']:5d} {s['accuracy']:9.3f} {s['macro_f1']:9.3f} {s['uar']:6.3f}{own}")
+    alone = evaluation.get("each_clip_alone")
+    if alone:
+        lines += ["", f"{len(evaluation['enrolled_speakers'])} speakers the model never heard are standardised above "
+                      "by all of their own clips (enrolment).",
+                  f"{'each clip standardised alone':30} accuracy {alone['accuracy']:.3f}  UAR {alone['uar']:.3f}"]
     lines += ["", f"{'':10} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>8}"]
     for name, c in evaluation["per_class"].items():
         lines.append(f"{name:10} {c['precision']:9.3f} {c['recall']:7.3f} {c['f1-score']:6.3f} {int(c['support']):8d}")
@@ -140,79 +155,193 @@ def clips_to_evaluate(saved, data_dirs) -> tuple[pd.DataFrame, str]:
         clips, _ = features.index_corpus(data_dirs)
         what = "all of " + (" and ".join(map(str, data_dirs)) if isinstance(data_dirs, list) else str(data_dirs))
     unknown = ~clips["emotion"].isin(saved.labels)
+    if unknown.all():
+        raise features.CorpusError(f"none of the {len(clips)} clips of {what} has an emotion the model knows "
+                                   f"({', '.join(saved.labels)})")
     if unknown.any():
         print(f"left out {unknown.sum()} clips with emotions the model does not know: "
               f"{', '.join(sorted(set(clips.loc[unknown, 'emotion'])))}")
     return clips[~unknown].reset_index(drop=True), what
 
 
-def model_inputs(saved, data_dirs, cache_dir) -> tuple[np.ndarray, pd.DataFrame, str]:
-    """(model input X, its index rows, a description) of the clips that clips_to_evaluate picks,
-    standardised per speaker if the model was trained so. Raises CorpusError if none is readable."""
+def result_paths(folder, data_dirs) -> tuple[Path, Path]:
+    """Where test_model.py writes its JSON and confusion plot: evaluation.json and confusion_matrix.png for the
+    model's own test split (data_dirs None), evaluation-on-<folder names>.json and confusion_matrix-on-....png
+    for other folders, so that one never replaces the other."""
+    suffix = "" if data_dirs is None else "-on-" + "+".join(Path(d).resolve().name for d in data_dirs)
+    return Path(folder) / f"evaluation{suffix}.json", Path(folder) / f"confusion_matrix{suffix}.png"
+
+
+def model_features(saved, data_dirs, cache_dir) -> tuple[np.ndarray, pd.DataFrame, str]:
+    """(features X before standardisation, its index rows, a description) of the clips that clips_to_evaluate
+    picks. Raises CorpusError if none is readable."""
     clips, what = clips_to_evaluate(saved, data_dirs)
     data = features.load_features(clips, saved.config, cache_dir)
     if data.skip_line():
         print(data.skip_line())
     if len(data.X) == 0:
         raise features.CorpusError("no clip left to evaluate")
-    X = data.X
-    if saved.metadata.get("speaker_norm"):
-        X = features.standardise_per_speaker(X, data.clips["speaker"])
-    return X, data.clips, what
+    return data.X, data.clips, what
+
+
+def model_inputs(saved, data_dirs, cache_dir) -> tuple[np.ndarray, pd.DataFrame, str]:
+    """model_features, standardised as the model was trained: (model input X, its index rows, a description)."""
+    X, clips, what = model_features(saved, data_dirs, cache_dir)
+    return saved_inputs(saved, X, clips), clips, what
+
+
+def saved_inputs(saved, X: np.ndarray, clips: pd.DataFrame) -> np.ndarray:
+    """Features X of the clips' rows standardised as the model.SavedModel was trained (features.normalised)."""
+    return features.normalised(X, clips["speaker"], saved.norm, saved.speaker_statistics)
+
+
+def evaluate_saved(saved, X: np.ndarray, clips: pd.DataFrame) -> dict:
+    """evaluate() of a model.SavedModel on features X (before standardisation) of the clips' index rows,
+    standardised as the model was trained.
+
+    A speaker-normalised model meets speakers it never heard standardised by all of their own clips here
+    (enrolment): the result names them ("enrolled_speakers") and adds "each_clip_alone", the figures with
+    every clip standardised by itself, which is all that one file or one live utterance of a stranger gives.
+    """
+    result = evaluate(saved.model.predict(saved_inputs(saved, X, clips), batch_size=256, verbose=0), clips,
+                      saved.labels)
+    enrolled = sorted(set(clips["speaker"]) - set(saved.speaker_statistics)) if saved.norm == "speaker" else []
+    if enrolled:
+        alone = saved.model.predict(features.standardise_per_clip(X), batch_size=256, verbose=0)
+        result["enrolled_speakers"] = enrolled
+        result["each_clip_alone"] = scores_of(alone, clips["emotion"].map(saved.labels.index).to_numpy(),
+                                              saved.labels)
+    return result
+
+
+def running_standardiser_accuracy(saved, X: np.ndarray, clips: pd.DataFrame, seed: int = 0) -> float:
+    """Accuracy of a speaker-normalised model when each speaker's clips reach it one at a time, in a random
+    order, standardised by inference.RunningStandardiser as a live session is: the first clips know little
+    of the speaker."""
+    y_true = clips["emotion"].map(saved.labels.index).to_numpy()
+    rng, correct = np.random.default_rng(seed), 0
+    for speaker in sorted(set(clips["speaker"])):
+        standardise = inference.RunningStandardiser()
+        for i in rng.permutation(np.flatnonzero((clips["speaker"] == speaker).to_numpy())):
+            p = saved.model.predict_on_batch(standardise(X[i])[np.newaxis])
+            correct += int(np.argmax(p) == y_true[i])
+    return correct / len(clips)
+
+
+# ---------------------------------------------------------------------------------------------
+# Robustness: the test audio corrupted (augment.py) before its features are made
+
+
+def corrupted_features(waves: list[np.ndarray], config, condition: str, seed: int,
+                       talkers: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n_ok, *config.shape), mask (n,) of the waves that gave features) of waveforms at
+    config.sample_rate under one augment condition. Clip i's corruption is seeded by (seed, i, condition),
+    so every model meets the same corrupted audio."""
+    tag = zlib.crc32(condition.encode())
+
+    def one(i: int):
+        y = augment.corrupt(waves[i], config.sample_rate, condition, np.random.default_rng([seed, i, tag]), talkers)
+        try:
+            return features.waveform_features(y, config)
+        except features.SkipClip:
+            return None
+
+    with threadpool_limits(1), ThreadPoolExecutor(os.cpu_count()) as pool:
+        results = list(pool.map(one, range(len(waves))))
+    ok = np.array([r is not None for r in results])
+    X = np.stack([r for r in results if r is not None]) if ok.any() else np.zeros((0, *config.shape), np.float32)
+    return X, ok
+
+
+def robustness(saved, clips: pd.DataFrame, waves: list[np.ndarray], talkers: list[np.ndarray],
+               conditions=augment.CONDITIONS, seed: int = 0) -> list[dict]:
+    """A row per condition: a model.SavedModel's accuracy and UAR (evaluate_saved) on the clips' waveforms
+    (at the model's rate) corrupted so. talkers: clips of speakers outside the test set, for babble. Clips
+    that a corruption leaves silent are counted in "skipped" and scored as wrong in the accuracy; the UAR is
+    over the clips that gave features."""
+    rows = []
+    for condition in conditions:
+        start = time.perf_counter()
+        X, ok = corrupted_features(waves, saved.config, condition, seed, talkers)
+        result = evaluate_saved(saved, X, clips[ok].reset_index(drop=True))
+        row = {"condition": condition, "accuracy": result["accuracy"] * ok.mean(), "uar": result["uar"],
+               "n": len(waves), "skipped": int((~ok).sum())}
+        if "each_clip_alone" in result:
+            row["accuracy_each_clip_alone"] = result["each_clip_alone"]["accuracy"] * ok.mean()
+        rows.append(row)
+        alone = f", each clip alone {row['accuracy_each_clip_alone']:.3f}" if "accuracy_each_clip_alone" in row else ""
+        print(f"{condition:12} accuracy {row['accuracy']:.3f}{alone} ({time.perf_counter() - start:.0f} s)",
+              flush=True)
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
 # Cross-validation by actor
 
 
-def cross_validate(X: np.ndarray, clips: pd.DataFrame, args) -> dict:
-    """Per-fold and summed figures of the recipe in args (recipes.add_recipe_arguments) over FOLDS.
+def cross_validate(X: np.ndarray, clips: pd.DataFrame, args, folds=FOLDS, copies=()) -> dict:
+    """Per-fold and summed figures of the recipe in args (recipes.add_recipe_arguments) over folds of actors.
 
     Each fold trains on the other actors (and any other corpus in clips), picks its best epoch on
     two more held-out actors (one of each gender), and is tested on the fold's actors.
     """
     labels = list(features.EMOTIONS)
     y = training.labels_of(clips)
-    folds, confusion = [], np.zeros((len(labels), len(labels)), dtype=int)
-    for k, actors in enumerate(FOLDS):
+    results, confusion = [], np.zeros((len(labels), len(labels)), dtype=int)
+    for k, actors in enumerate(folds):
         start = time.perf_counter()
         side = training.speaker_split(clips, [f"ravdess-{a:02d}" for a in actors], seed=args.seed + k)
-        tr, va, te = side == "train", side == "val", side == "test"
-        model, _, best_epoch = training.train(X[tr], y[tr], X[va], y[va], args, args.seed + k, verbose=0,
-                                              sample_weight=training.balance_weights(clips[tr], args.balance))
-        ev = evaluate(model.predict(X[te], batch_size=256, verbose=0), clips[te], labels)
+        va, te = side == "val", side == "test"
+        fit = training.fit_split(X, clips, side, args, args.seed + k, copies)
+        model, best_epoch = fit.model, fit.best_epoch
+        ev = evaluate(model.predict(fit.inputs[te], batch_size=256, verbose=0), clips[te], labels)
         confusion += np.array(ev["confusion_matrix"])
-        folds.append({"actors": list(actors), "accuracy": ev["accuracy"], "uar": ev["uar"], "n": ev["n"],
-                      "best_epoch": int(best_epoch), "seconds": round(time.perf_counter() - start, 1),
-                      "val_speakers": sorted(set(clips.loc[va, "speaker"]))})
-        print(f"fold {k + 1} actors {actors}: accuracy {ev['accuracy']:.3f}  UAR {ev['uar']:.3f}  "
-              f"(best epoch {best_epoch}, {folds[-1]['seconds']:.0f} s)", flush=True)
-    acc, uar = np.array([f["accuracy"] for f in folds]), np.array([f["uar"] for f in folds])
-    return {"folds": folds, "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
-            "uar_mean": float(uar.mean()), "uar_std": float(uar.std()), "confusion_matrix": confusion.tolist(),
-            "labels": labels}
+        results.append({"actors": list(actors), "accuracy": ev["accuracy"], "uar": ev["uar"], "n": ev["n"],
+                        "best_epoch": int(best_epoch), "seconds": round(time.perf_counter() - start, 1),
+                        "val_speakers": sorted(set(clips.loc[va, "speaker"]))})
+        alone = ""
+        if args.norm == "speaker":  # the test actors were standardised by their own clips: also each clip alone
+            p = model.predict(features.standardise_per_clip(X[te]), batch_size=256, verbose=0)
+            results[-1]["accuracy_each_clip_alone"] = float((p.argmax(1) == y[te]).mean())
+            alone = f"  each clip alone {results[-1]['accuracy_each_clip_alone']:.3f}"
+        print(f"fold {k + 1} actors {actors}: accuracy {ev['accuracy']:.3f}  UAR {ev['uar']:.3f}{alone}  "
+              f"(best epoch {best_epoch}, {results[-1]['seconds']:.0f} s)", flush=True)
+    summary = {f"{name}_{stat}": float(getattr(np, stat)([f[name] for f in results]))
+               for name in ("accuracy", "uar", "accuracy_each_clip_alone") if name in results[0]
+               for stat in ("mean", "std")}
+    return {"folds": results, **summary, "confusion_matrix": confusion.tolist(), "labels": labels}
 
 
 def run_cross_validation(args) -> dict:
-    """The recipe in args cross-validated on args.data_dir; prints the figures and writes cv.json and
-    confusion_matrix.png (summed over folds) into args.out. args: recipe options, data_dir, out, without_tess."""
+    """The recipe in args cross-validated on args.data_dir over FOLD_SETS[args.folds]; prints the figures and
+    writes cv.json and confusion_matrix.png (summed over folds) into args.out. args: recipe options, data_dir,
+    corpora, folds, out, without_tess.
+
+    The "selection" folds leave the speaker-split test actors out of the data altogether.
+    """
     start = time.perf_counter()
     X, clips = training.recipe_features(args)
+    keep = np.ones(len(clips), dtype=bool)
     if args.without_tess:
-        keep = (clips["corpus"] == "ravdess").to_numpy()
-        X, clips = X[keep], clips[keep].reset_index(drop=True)
-    result = cross_validate(X, clips, args)
-    result["recipe"] = recipe_record(args)
-    result["without_tess"] = args.without_tess
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    print(f"5-fold by actor: accuracy {result['accuracy_mean']:.3f} ± {result['accuracy_std']:.3f}, "
-          f"UAR {result['uar_mean']:.3f} ± {result['uar_std']:.3f} ({result['seconds'] / 60:.1f} min)")
+        keep &= (clips["corpus"] == "ravdess").to_numpy()
+    if args.folds == "selection":
+        keep &= ~clips["speaker"].isin(recipes.DEFAULT_TEST_SPEAKERS).to_numpy()
+    copies = [c[keep] for c in training.corrupted_copies(X, clips, args)]
+    X, clips = X[keep], clips[keep].reset_index(drop=True)
+    result = cross_validate(X, clips, args, FOLD_SETS[args.folds], copies)
+    result["recipe"] = recipes.recipe_record(args)
+    result.update(folds_of=args.folds, without_tess=args.without_tess, seconds=round(time.perf_counter() - start, 1))
+    alone = (f"; each clip standardised alone {result['accuracy_each_clip_alone_mean']:.3f} ± "
+             f"{result['accuracy_each_clip_alone_std']:.3f}" if "accuracy_each_clip_alone_mean" in result else "")
+    print(f"{len(result['folds'])}-fold by actor ({args.folds}): accuracy {result['accuracy_mean']:.3f} ± "
+          f"{result['accuracy_std']:.3f}, UAR {result['uar_mean']:.3f} ± {result['uar_std']:.3f}{alone} "
+          f"({result['seconds'] / 60:.1f} min)")
 
     out = Path(args.out)
     features.write_json(out / "cv.json", result)
     with features.atomic_output(out / "confusion_matrix.png") as tmp:
         plot_confusion_matrix(result["confusion_matrix"], result["labels"], tmp,
-                              title=f"5-fold by RAVDESS actor, summed: accuracy "
+                              title=f"{len(result['folds'])} folds by RAVDESS actor ({args.folds}), summed: accuracy "
                                     f"{result['accuracy_mean']:.3f} ± {result['accuracy_std']:.3f}")
     print(f"wrote {out / 'cv.json'} and {out / 'confusion_matrix.png'}")
     return result
@@ -222,7 +351,7 @@ def run_cross_validation(args) -> dict:
 # Leave one corpus out
 
 
-def leave_one_corpus_out(X: np.ndarray, clips: pd.DataFrame, args) -> dict:
+def leave_one_corpus_out(X: np.ndarray, clips: pd.DataFrame, args, copies=()) -> dict:
     """Each corpus in clips held out in turn: the recipe in args trained on the others (a stratified tenth of
     them picks the best epoch) and scored on all of the held-out corpus, with every emotion the model knows
     and with the prediction restricted to the held-out corpus's own emotions (the cross-corpus protocol).
@@ -231,18 +360,15 @@ def leave_one_corpus_out(X: np.ndarray, clips: pd.DataFrame, args) -> dict:
     if len(corpora) < 2:
         raise features.CorpusError(f"leaving one corpus out needs two or more; found only {', '.join(corpora)}")
     labels = list(features.EMOTIONS)
-    y = training.labels_of(clips)
     rows = []
     for k, held_out in enumerate(corpora):
         start = time.perf_counter()
         test = (clips["corpus"] == held_out).to_numpy()
-        pool = clips[~test].reset_index(drop=True)
-        side = training.validation_split(pool, args.seed + k)
-        tr, va = side == "train", side == "val"
-        model, _, best_epoch = training.train(X[~test][tr], y[~test][tr], X[~test][va], y[~test][va], args,
-                                              args.seed + k, verbose=0,
-                                              sample_weight=training.balance_weights(pool[tr], args.balance))
-        ev = evaluate(model.predict(X[test], batch_size=256, verbose=0), clips[test], labels)
+        side = np.full(len(clips), "test", dtype=object)
+        side[~test] = training.validation_split(clips[~test].reset_index(drop=True), args.seed + k)
+        fit = training.fit_split(X, clips, side, args, args.seed + k, copies)
+        best_epoch = fit.best_epoch
+        ev = evaluate(fit.model.predict(fit.inputs[test], batch_size=256, verbose=0), clips[test], labels)
         shared = ev.get("shared_emotions", {**ev, "labels": labels})
         rows.append({"train": [c for c in corpora if c != held_out], "test": held_out, "n": ev["n"],
                      "accuracy": ev["accuracy"], "uar": ev["uar"], "shared_emotions": shared,
@@ -258,8 +384,8 @@ def run_leave_one_corpus_out(args) -> dict:
     args.out."""
     start = time.perf_counter()
     X, clips = training.recipe_features(args)
-    result = leave_one_corpus_out(X, clips, args)
-    result["recipe"] = recipe_record(args)
+    result = leave_one_corpus_out(X, clips, args, training.corrupted_copies(X, clips, args))
+    result["recipe"] = recipes.recipe_record(args)
     result["seconds"] = round(time.perf_counter() - start, 1)
     print("\n| trained on | tested on | clips | accuracy, 8 emotions | accuracy, its own emotions | UAR, its own |")
     print("|---|---|---|---|---|---|")

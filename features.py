@@ -13,10 +13,12 @@ import json
 import logging
 import os
 import re
+import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import librosa
@@ -62,7 +64,11 @@ EMOTION_FOLDERS = {
 SILENCE_PEAK = 1e-4
 
 # Bump when the feature code changes in a way FeatureConfig does not capture, to retire old caches.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+# The libraries whose versions can change the features: a new version means a new cache.
+FEATURE_LIBRARIES = ("librosa", "soxr", "soundfile", "numpy", "scipy")
+# A cache folder holding more shards than this is merged into one.
+MAX_CACHE_SHARDS = 8
 
 
 @dataclass(frozen=True)
@@ -107,9 +113,17 @@ class FeatureConfig:
         return cls(**d)
 
     def digest(self) -> str:
-        """Short hash of the config and cache format: features made under equal digests are equal."""
-        text = json.dumps({"config": self.to_dict(), "format": CACHE_FORMAT}, sort_keys=True)
+        """Short hash of the config, the cache format and the feature libraries' versions: features made
+        under equal digests are equal."""
+        text = json.dumps({"config": self.to_dict(), "format": CACHE_FORMAT, "versions": feature_library_versions()},
+                          sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+@functools.cache
+def feature_library_versions() -> dict[str, str]:
+    """{package: installed version} of FEATURE_LIBRARIES."""
+    return {name: version(name) for name in FEATURE_LIBRARIES}
 
 
 class CorpusError(Exception):
@@ -204,16 +218,18 @@ def parse_corpus_name(stem: str) -> dict | str | None:
     return parse_ravdess_name(stem) or parse_tess_name(stem) or parse_emodb_name(stem)
 
 
-def parse_emotion_folder(path: Path) -> dict | None:
-    """Fields of a file in a folder-per-emotion corpus (`mine/Anger/take1.wav`), or None.
+def parse_emotion_folder(path: Path, data_dir: Path) -> dict | None:
+    """Fields of a file in a folder-per-emotion corpus under data_dir, or None.
 
-    Speakers are not known there: the folder above the emotion folders stands for them (custom-mine).
+    `DIR/<speaker>/<emotion>/clip.wav` names its speaker (custom-<speaker>). Where the emotion folders
+    sit right in data_dir, nothing tells who speaks: each clip counts as a speaker of its own
+    (custom-<emotion>/<file name>), so that no statistics pool strangers as one voice.
     """
     emotion = EMOTION_FOLDERS.get(path.parent.name.lower())
     if emotion is None:
         return None
-    return {"corpus": "custom", "speaker": f"custom-{path.parent.parent.name}", "gender": "unknown",
-            "emotion": emotion}
+    speaker = path.parent.parent.name if path.parent.parent != data_dir else f"{path.parent.name}/{path.name}"
+    return {"corpus": "custom", "speaker": f"custom-{speaker}", "gender": "unknown", "emotion": emotion}
 
 
 def audio_files(data_dir: Path) -> list[Path]:
@@ -239,6 +255,12 @@ def audio_files(data_dir: Path) -> list[Path]:
     return found
 
 
+def content_digest(path: str | Path) -> str:
+    """A hash of a file's bytes (BLAKE2b, 128 bits as hex): equal for byte-identical files. Raises OSError."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
 def duplicate_groups(paths: list[Path]) -> list[list[Path]]:
     """Groups of byte-identical files. Only files that share a size are hashed."""
     by_size = defaultdict(list)
@@ -250,8 +272,7 @@ def duplicate_groups(paths: list[Path]) -> list[list[Path]]:
             continue
         by_hash = defaultdict(list)
         for p in same_size:
-            with open(p, "rb") as f:
-                by_hash[hashlib.file_digest(f, "sha256").hexdigest()].append(p)
+            by_hash[content_digest(p)].append(p)
         groups += [g for g in by_hash.values() if len(g) > 1]
     return groups
 
@@ -279,7 +300,7 @@ def index_corpus(data_dirs) -> tuple[pd.DataFrame, IndexSummary]:
     rows = []
     for data_dir in dirs:
         for path in audio_files(data_dir):
-            fields = parse_corpus_name(path.stem) or parse_emotion_folder(path)
+            fields = parse_corpus_name(path.stem) or parse_emotion_folder(path, data_dir)
             if isinstance(fields, str):
                 summary.excluded[fields] = summary.excluded.get(fields, 0) + 1
             elif fields is None:
@@ -429,20 +450,52 @@ def clip_features(path: str | Path, config: FeatureConfig) -> np.ndarray:
     return waveform_features(load_audio(path, config.sample_rate), config)
 
 
-def standardise_per_speaker(X: np.ndarray, speakers) -> np.ndarray:
-    """X (clips, frames, features) with each speaker's clips standardised by that speaker's own
-    mean and standard deviation of each feature over all their clips and frames.
+def standardise_per_clip(X: np.ndarray) -> np.ndarray:
+    """X (clips, frames, features) with each clip standardised by its own mean and standard deviation of
+    each feature over its frames (cepstral mean and variance normalisation).
 
-    This removes much of what a voice adds to every frame (vocal tract, microphone, level), which
-    a model would otherwise learn as identity. Statistics of a speaker come from that speaker alone.
+    What a fixed channel (microphone, room, telephone line) or level adds to every frame of a clip
+    cancels, and one clip needs nothing but itself, as a stranger's single file or a live window does.
     """
+    mean, std = X.mean(axis=1, keepdims=True), X.std(axis=1, keepdims=True)
+    return ((X - mean) / (std + 1e-6)).astype(np.float32)
+
+
+def speaker_statistics(X: np.ndarray, speakers) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{speaker: (mean, std)} of each feature (features,) over all frames of that speaker's clips in X
+    (clips, frames, features)."""
     speakers = np.asarray(speakers)
+    return {str(s): (X[speakers == s].mean(axis=(0, 1)), X[speakers == s].std(axis=(0, 1)))
+            for s in np.unique(speakers)}
+
+
+def standardise_per_speaker(X: np.ndarray, speakers, statistics: dict | None = None) -> np.ndarray:
+    """X (clips, frames, features) with each speaker's clips standardised by statistics[speaker] (from
+    speaker_statistics), or, for a speaker not in statistics, by that speaker's own clips in X.
+
+    This removes much of what a voice adds to every frame (vocal tract, microphone, level), which a model
+    would otherwise learn as identity. Pass the statistics of the training side so that test clips never
+    shape them; a speaker the model never heard can only be standardised by their own clips (enrolment).
+    """
+    speakers, statistics = np.asarray(speakers), dict(statistics or {})
+    unseen = ~np.isin(speakers, list(statistics))
+    statistics.update(speaker_statistics(X[unseen], speakers[unseen]))
     out = np.empty_like(X)
     for speaker in np.unique(speakers):
+        mean, std = statistics[str(speaker)]
         mine = speakers == speaker
-        mean, std = X[mine].mean(axis=(0, 1)), X[mine].std(axis=(0, 1))
         out[mine] = (X[mine] - mean) / (std + 1e-6)
     return out
+
+
+def normalised(X: np.ndarray, speakers, norm: str, statistics: dict | None = None) -> np.ndarray:
+    """X (clips, frames, features) as a model trained with `norm` (one of recipes.NORMS) takes it: unchanged,
+    standardise_per_clip, or standardise_per_speaker with the given training-side statistics."""
+    if norm == "clip":
+        return standardise_per_clip(X)
+    if norm == "speaker":
+        return standardise_per_speaker(X, speakers, statistics)
+    return X
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,71 +542,117 @@ def write_json(path: str | Path, data) -> Path:
     return path
 
 
-def file_key(path: str | Path) -> str:
-    """Identity of a file for the cache: path, size and modification time."""
-    st = os.stat(path)
-    return f"{path}|{st.st_size}|{st.st_mtime_ns}"
-
-
-def _features_or_reason(path: str, config: FeatureConfig) -> np.ndarray | str:
+def cache_key(path: str | Path) -> str | None:
+    """The cache's name for a file: the hash of its bytes, so that an edit is seen whatever its
+    modification time says (`cp -p`, `rsync -t` keep it), and a file moved or linked elsewhere is still
+    known. None if the file cannot be read."""
     try:
-        return clip_features(path, config)
+        return content_digest(path)
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A seeded change to every clip's audio before its features are made (a corrupted copy), cached apart.
+
+    name: what the cache folder is called after, to be changed whenever the function would give other audio;
+    function(y, key): y (n,) at the config's rate, changed, seeded by key (the file's cache_key).
+    """
+
+    name: str
+    function: object
+
+
+def _features_or_reason(path: str, key: str | None, config: FeatureConfig, variant: Variant | None) -> np.ndarray | str:
+    try:
+        y = load_audio(path, config.sample_rate)
+        return waveform_features(variant.function(y, key) if variant else y, config)
     except SkipClip as skip:
         return str(skip)
 
 
-def read_cache(cache_file: Path, config: FeatureConfig) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(features by file key, skip reason by file key) from a cache file; empty if missing or corrupt."""
-    if not cache_file.exists():
-        return {}, {}
-    try:
-        with np.load(cache_file, allow_pickle=False) as z:
-            keys, X = z["keys"], z["features"]
-            skip_keys, reasons = z["skip_keys"], z["skip_reasons"]
-            if X.shape[1:] != config.shape or len(keys) != len(X) or len(skip_keys) != len(reasons):
-                raise ValueError("shapes do not match its config")
-            return (dict(zip(keys.tolist(), X, strict=True)),
-                    dict(zip(skip_keys.tolist(), reasons.tolist(), strict=True)))
-    except Exception as e:  # noqa: BLE001 - any failure to read means the same thing: rebuild
-        log.warning(f"feature cache {cache_file} is unreadable ({type(e).__name__}: {e}); rebuilding it")
-        return {}, {}
+def read_cache(folder: Path, config: FeatureConfig) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(features by cache key, skip reason by cache key) from the shards in a cache folder. A shard that
+    cannot be read is deleted, with a warning, and its clips are extracted again."""
+    features, skips = {}, {}
+    for shard in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+        try:
+            with np.load(shard, allow_pickle=False) as z:
+                keys, X = z["keys"], z["features"]
+                skip_keys, reasons = z["skip_keys"], z["skip_reasons"]
+                if X.shape[1:] != config.shape or len(keys) != len(X) or len(skip_keys) != len(reasons):
+                    raise ValueError("shapes do not match its config")
+                features.update(zip(keys.tolist(), X, strict=True))
+                skips.update(zip(skip_keys.tolist(), reasons.tolist(), strict=True))
+        except Exception as e:  # noqa: BLE001 - any failure to read means the same thing: rebuild
+            log.warning(f"feature cache {shard} is unreadable ({type(e).__name__}: {e}); rebuilding it")
+            shard.unlink(missing_ok=True)
+    return features, skips
 
 
-def write_cache(cache_file: Path, config: FeatureConfig, features: dict[str, np.ndarray],
-                skips: dict[str, str]) -> None:
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
+def write_shard(folder: Path, config: FeatureConfig, features: dict[str, np.ndarray], skips: dict[str, str]) -> Path:
+    """A new shard file in the cache folder holding these entries, written atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
     X = np.stack(list(features.values())) if features else np.zeros((0, *config.shape), np.float32)
-    with atomic_output(cache_file) as tmp, open(tmp, "wb") as f:
+    shard = folder / f"{time.time_ns()}-{os.getpid()}.npz"
+    with atomic_output(shard) as tmp, open(tmp, "wb") as f:
         np.savez(f, keys=np.array(list(features), dtype=str), features=X,
                  skip_keys=np.array(list(skips), dtype=str), skip_reasons=np.array(list(skips.values()), dtype=str))
+    return shard
+
+
+def add_to_cache(folder: Path, config: FeatureConfig, features: dict[str, np.ndarray], skips: dict[str, str]) -> None:
+    """Append new entries to a cache folder as one more shard, so that a few new clips do not rewrite the
+    rest; past MAX_CACHE_SHARDS, every shard is merged into one."""
+    old = sorted(folder.glob("*.npz")) if folder.is_dir() else []
+    if len(old) < MAX_CACHE_SHARDS:
+        write_shard(folder, config, features, skips)
+        return
+    cached, cached_skips = read_cache(folder, config)
+    write_shard(folder, config, {**cached, **features}, {**cached_skips, **skips})
+    for shard in old:
+        shard.unlink(missing_ok=True)
 
 
 def load_features(clips: pd.DataFrame, config: FeatureConfig, cache_dir: str | Path | None = "cache",
-                  workers: int | None = None) -> FeatureSet:
+                  workers: int | None = None, variant: Variant | None = None) -> FeatureSet:
     """Features of every clip in an index table, from the cache where it has them.
 
-    The cache is one .npz per config digest in cache_dir (None: no cache), keyed by each file's
-    path, size and mtime, so edited files are recomputed and a second run extracts nothing.
+    The cache is a folder per config digest in cache_dir (None: no cache), keyed by the hash of each
+    file's bytes (cache_key), so edited files are recomputed and a second run extracts nothing. Skips
+    are cached too, except "unreadable", which may pass (a disk or network share that comes back).
     Missing clips are extracted on `workers` threads (default: all cores) with a progress bar.
+    variant: features of changed audio instead (a Variant), cached in a folder of their own.
     """
-    cache_file = Path(cache_dir) / f"mfcc-{config.digest()}.npz" if cache_dir is not None else None
-    cached, cached_skips = read_cache(cache_file, config) if cache_file else ({}, {})
-    keys = [file_key(p) for p in clips["path"]]
-    todo = [(k, p) for k, p in zip(keys, clips["path"], strict=True) if k not in cached and k not in cached_skips]
+    name = f"mfcc-{config.digest()}" + (f"-{variant.name}" if variant else "")
+    folder = Path(cache_dir) / name if cache_dir is not None else None
+    cached, cached_skips = read_cache(folder, config) if folder else ({}, {})
+    keys = [cache_key(p) for p in clips["path"]]
+    todo = [(k, p) for k, p in zip(keys, clips["path"], strict=True)
+            if k is None or (k not in cached and k not in cached_skips)]
+    reasons = {}  # row path -> skip reason, for files unreadable in this call
+    new, new_skips = {}, {}
     if todo:
         # Each thread runs its own FFTs; a multi-threaded BLAS underneath only fights them for cores.
         with threadpool_limits(1), ThreadPoolExecutor(workers or os.cpu_count()) as pool:
-            results = pool.map(_features_or_reason, [p for _, p in todo], [config] * len(todo))
-            for (key, _), result in tqdm(zip(todo, results, strict=True), total=len(todo), desc="MFCC", unit="clip",
-                                         disable=None):
-                if isinstance(result, str):
-                    cached_skips[key] = result
+            results = pool.map(_features_or_reason, [p for _, p in todo], [k for k, _ in todo], [config] * len(todo),
+                               [variant] * len(todo))
+            for (key, path), result in tqdm(zip(todo, results, strict=True), total=len(todo),
+                                            desc=variant.name if variant else "MFCC", unit="clip", disable=None):
+                if isinstance(result, str) and (key is None or result == "unreadable"):
+                    reasons[path] = result
+                elif isinstance(result, str):
+                    new_skips[key] = result
                 else:
-                    cached[key] = result
-        if cache_file:
-            write_cache(cache_file, config, cached, cached_skips)
+                    new[key] = result
+        cached.update(new)
+        cached_skips.update(new_skips)
+        if folder and (new or new_skips):
+            add_to_cache(folder, config, new, new_skips)
     ok = np.array([k in cached for k in keys], dtype=bool)
     X = np.stack([cached[k] for k in keys if k in cached]) if ok.any() else np.zeros((0, *config.shape), np.float32)
     skipped = pd.DataFrame({"path": clips["path"][~ok].tolist(),
-                            "reason": [cached_skips[k] for k, good in zip(keys, ok, strict=True) if not good]})
+                            "reason": [reasons.get(p) or cached_skips[k]
+                                       for p, k, good in zip(clips["path"], keys, ok, strict=True) if not good]})
     return FeatureSet(X=X, clips=clips[ok].reset_index(drop=True), skipped=skipped, n_extracted=len(todo))

@@ -79,6 +79,11 @@ class RunningStandardiser:
         return ((X - self.mean) / (std + 1e-6)).astype(np.float32)
 
 
+def standardise_window(X: np.ndarray) -> np.ndarray:
+    """One window's features (frames, features) standardised by themselves (features.standardise_per_clip)."""
+    return features.standardise_per_clip(X[np.newaxis])[0]
+
+
 class Predictor:
     """Class probabilities from a saved model, run by Keras or from an exported .tflite/.onnx file.
 
@@ -89,7 +94,7 @@ class Predictor:
     def __init__(self, saved, exported: Path | None = None):
         """saved: a model.SavedModel; exported: a .tflite or .onnx file of it to run instead of Keras."""
         self.labels, self.config = saved.labels, saved.config
-        self.speaker_norm = bool(saved.metadata.get("speaker_norm"))
+        self.norm, self.speaker_statistics = saved.norm, saved.speaker_statistics
         self.run = load_exported(exported) if exported else saved.model.predict_on_batch
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
@@ -104,17 +109,20 @@ class Predictor:
 def file_windows(y: np.ndarray, config: features.FeatureConfig) -> np.ndarray:
     """Features (n_windows, frames, coefficients) of a clip at config.sample_rate.
 
-    A clip up to half a step longer than the window gets the centre window, as in training;
-    longer clips get evenly spaced windows, FILE_WINDOW_STEP of a window apart, end to end.
-    Silent windows are left out; raises SkipClip("silent") if all are.
+    A clip whose speech (after trimming, as in training) lasts up to 1 + FILE_WINDOW_STEP windows
+    (4.5 s) gets exactly what training made of it: one window centred on the speech. Longer speech
+    gets evenly spaced windows, at most FILE_WINDOW_STEP of a window apart, end to end. Silent windows
+    are left out; raises SkipClip("silent") if all are.
     """
     n = config.n_samples
-    k = round((len(y) - n) / (n * FILE_WINDOW_STEP)) if len(y) > n else 0
-    starts = np.linspace(0, len(y) - n, k + 1).round().astype(int) if k else [None]
+    start, stop = features.trimmed_span(features.peak_normalise(y), config)
+    if stop - start <= n * (1 + FILE_WINDOW_STEP):
+        return features.waveform_features(y, config)[np.newaxis]
+    k = int(np.ceil((stop - start - n) / (n * FILE_WINDOW_STEP)))
     windows = []
-    for start in starts:
+    for first in np.linspace(start, stop - n, k + 1).round().astype(int):
         try:
-            windows.append(features.waveform_features(y if start is None else y[start:start + n], config))
+            windows.append(features.waveform_features(y[first:first + n], config))
         except features.SkipClip:
             continue
     if not windows:
@@ -131,8 +139,9 @@ def speaker_of(path: Path) -> str:
 def classify_files(paths: list[Path], predictor: Predictor) -> tuple[list[dict], list[tuple[str, str]]]:
     """One result per readable file ({path, label, probabilities, windows}), and (path, reason) skips.
 
-    For speaker-normalised models the windows of all files of one speaker (by corpus file name;
-    other files count as one speaker) are standardised together, as in training.
+    Windows are standardised as the model was trained: each by itself (norm "clip"), or, for a
+    speaker-normalised model, all windows of one speaker together (by corpus file name; other files
+    count as one speaker), with the statistics saved for speakers the model was trained on.
     """
     windows, skipped = {}, []
     for path in paths:
@@ -144,8 +153,8 @@ def classify_files(paths: list[Path], predictor: Predictor) -> tuple[list[dict],
         return [], skipped
     X = np.concatenate(list(windows.values()))
     owner = np.repeat(np.arange(len(windows)), [len(w) for w in windows.values()])
-    if predictor.speaker_norm:
-        X = features.standardise_per_speaker(X, [speaker_of(p) for p in windows for _ in windows[p]])
+    X = features.normalised(X, [speaker_of(p) for p in windows for _ in windows[p]], predictor.norm,
+                            predictor.speaker_statistics)
     P = predictor(X)
     results = []
     for i, path in enumerate(windows):
@@ -218,7 +227,7 @@ class LiveClassifier:
         self.hop_samples = round(hop_s * device_rate)
         self.gate_samples = round(GATE_BLOCK_S * device_rate)
         self.smoother = Smoother(smoothing)
-        self.standardise = RunningStandardiser() if predictor.speaker_norm else None
+        self.standardise = {"speaker": RunningStandardiser(), "clip": standardise_window}.get(predictor.norm)
 
     def warm_up(self) -> None:
         """Pay the first call's costs (librosa's numba compilation, TensorFlow tracing) before streaming.

@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import contextlib  # noqa: E402
+import ctypes  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -122,6 +123,22 @@ class SavedModel:
     labels: list[str]
     config: FeatureConfig
 
+    @property
+    def norm(self) -> str:
+        """How the model's input is standardised, one of recipes.NORMS (older models say speaker_norm)."""
+        return self.metadata.get("norm") or ("speaker" if self.metadata.get("speaker_norm") else "none")
+
+    @property
+    def speaker_statistics(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{speaker: (mean, std)} of the speakers the model was trained on, for norm "speaker"."""
+        return {s: (np.array(v["mean"], np.float32), np.array(v["std"], np.float32))
+                for s, v in self.metadata.get("speaker_statistics", {}).items()}
+
+
+def statistics_record(statistics: dict) -> dict:
+    """features.speaker_statistics as JSON for metadata.json."""
+    return {s: {"mean": mean.tolist(), "std": std.tolist()} for s, (mean, std) in statistics.items()}
+
 
 def save_model_dir(model_dir: str | Path, model: keras.Model, metadata: dict, extra_files: dict | None = None,
                    overwrite: bool = False) -> Path:
@@ -143,16 +160,35 @@ def save_model_dir(model_dir: str | Path, model: keras.Model, metadata: dict, ex
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         for name, write in (extra_files or {}).items():
             write(staging / name)
-        if model_dir.exists():
+        if not model_dir.exists():
+            staging.rename(model_dir)
+        elif exchange_paths(staging, model_dir):  # the old model is now at staging, removed below
+            pass
+        else:  # no atomic exchange here: a moment without a model dir between two renames
             retired = model_dir.with_name(f".{model_dir.name}.old-{os.getpid()}")
             model_dir.rename(retired)
             staging.rename(model_dir)
             shutil.rmtree(retired)
-        else:
-            staging.rename(model_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return model_dir
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step: Linux's renameat2(RENAME_EXCHANGE), macOS's
+    renamex_np(RENAME_SWAP). False where the system or file system has no such call (Windows)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except (OSError, TypeError):  # Windows has no C library to open by None
+        return False
+    a, b = os.fsencode(a), os.fsencode(b)
+    if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        at_fdcwd, rename_exchange = -100, 2
+        return libc.renameat2(at_fdcwd, a, at_fdcwd, b, rename_exchange) == 0
+    if sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        rename_swap = 0x2
+        return libc.renamex_np(a, b, rename_swap) == 0
+    return False
 
 
 def load_model_dir(model_dir: str | Path) -> SavedModel:

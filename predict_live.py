@@ -38,6 +38,7 @@ from inference import (
     expand_paths,
     write_results,
 )
+from recipes import output_file
 
 
 class RingBuffer:
@@ -71,6 +72,10 @@ class RingBuffer:
 ZEROS_WARNING_S = 5.0
 ZEROS_WARNING = (f"warning: the input has delivered only exact zeros for {ZEROS_WARNING_S:g} s; on macOS, allow your "
                  "terminal to use the microphone (System Settings > Privacy & Security > Microphone) and start again")
+
+
+# A stream that delivers nothing for this long has stopped (device unplugged, server gone).
+STALL_S = 5.0
 
 
 def import_sounddevice():
@@ -164,14 +169,16 @@ def run_live(args, sd, info: dict, predictor: Predictor) -> list[Hop]:
 
     log = HopLog(args.log, predictor.labels) if args.log else None
     on_tty = sys.stdout.isatty()
-    hops, drawn, warned = [], 0, False
+    hops, drawn, warned, stalled = [], 0, False, False
     print(f"listening on {info['name']} at {rate} Hz, hop {args.hop} s; Ctrl-C to stop", flush=True)
     try:
         with sd.InputStream(device=info["index"], channels=1, samplerate=rate, dtype="float32", callback=callback):
-            start, next_hop = time.monotonic(), live.hop_samples
+            next_hop, last_total, last_news = live.hop_samples, 0, time.monotonic()
             while args.duration is None or ring.total < args.duration * rate:
-                if args.duration is not None and time.monotonic() - start > args.duration + 5:
-                    print("the input stream stopped delivering audio", file=sys.stderr)
+                if ring.total != last_total:
+                    last_total, last_news = ring.total, time.monotonic()
+                elif time.monotonic() - last_news > STALL_S:
+                    stalled = True
                     break
                 if not warned and not ring.heard and ring.total >= ZEROS_WARNING_S * rate:
                     print(ZEROS_WARNING, file=sys.stderr, flush=True)
@@ -200,6 +207,9 @@ def run_live(args, sd, info: dict, predictor: Predictor) -> list[Hop]:
         if log:
             log.close()
     print(summary_line(hops, args.hop, overflows))
+    if stalled:
+        raise LiveError(f"the input stream delivered no audio for {STALL_S:g} s; was {info['name']} unplugged "
+                        f"or taken by another program?")
     return hops
 
 
@@ -215,9 +225,9 @@ def main(argv=None):
                         f"(default {DEFAULT_SILENCE_DB} dBFS)")
     p.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING,
                    help="weight of past hops in the shown probabilities, 0 = raw (default 0.5)")
-    p.add_argument("--log", type=Path, help="write a CSV row per hop")
+    p.add_argument("--log", type=output_file, help="write a CSV row per hop")
     p.add_argument("--file", nargs="+", help="classify these files and folders instead of listening")
-    p.add_argument("--output", type=Path, help="with --file: write results as .csv or .json")
+    p.add_argument("--output", type=output_file, help="with --file: write results as .csv or .json")
     runtime = p.add_mutually_exclusive_group()
     runtime.add_argument("--tflite", nargs="?", type=Path, const=TFLITE_FILE, metavar="FILE",
                          help="run the exported TFLite model through LiteRT instead of Keras "

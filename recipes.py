@@ -7,18 +7,20 @@ library only, so a script answers `--help` and argument errors before TensorFlow
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 RECIPES = {
     # The seed's recipe exactly: its CNN on untrimmed MFCCs, Adam at 1e-3, nothing else.
-    "reference": {"model": "seed", "trim_db": None, "n_mfcc": 13, "deltas": False, "speaker_norm": False,
+    "reference": {"model": "seed", "trim_db": None, "n_mfcc": 13, "deltas": False, "norm": "none",
                   "augment": False, "lr_schedule": "constant", "label_smoothing": 0.0, "class_weights": False,
-                  "balance": "none"},
-    # The best on speakers never heard (README, Results).
-    "pooled": {"model": "pooled", "trim_db": 30.0, "n_mfcc": 13, "deltas": True, "speaker_norm": True,
+                  "balance": "none", "copies": 0},
+    # The most robust on speakers never heard without losing on clean speech (README, Results).
+    "pooled": {"model": "pooled", "trim_db": 30.0, "n_mfcc": 13, "deltas": True, "norm": "clip",
                "augment": True, "lr_schedule": "cosine", "label_smoothing": 0.0, "class_weights": False,
-               "balance": "none"},
+               "balance": "none", "copies": 1},
 }
 DEFAULT_RECIPE = "pooled"
+NORMS = ("none", "clip", "speaker")  # how features are standardised: features.normalised
 # The architectures model.MODELS builds, in the order the recipes name them.
 MODEL_NAMES = tuple(dict.fromkeys(r["model"] for r in RECIPES.values()))
 
@@ -44,6 +46,24 @@ def positive_int(text: str) -> int:
     return value
 
 
+def output_file(text: str):
+    """argparse type: a file to write, whose folder must exist (so a typo fails now, not after the work)."""
+    path = Path(text)
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {path.parent} does not exist")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; name a file")
+    return path
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number of at least 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
+    return value
+
+
 def parse_corpora(text: str) -> list[str]:
     """'ravdess, emodb' -> ['ravdess', 'emodb']."""
     return [name.strip().lower() for name in text.split(",") if name.strip()]
@@ -55,6 +75,16 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="folders holding RAVDESS, TESS, EMO-DB and/or emotion folders (default: data)")
     p.add_argument("--corpora", type=parse_corpora,
                    help="comma-separated corpora to use of those found, e.g. ravdess,tess,emodb (default: all)")
+
+
+def add_cross_validation_arguments(p: argparse.ArgumentParser) -> None:
+    """evaluate_speakers.py's own options (bench/ablations.py takes them too): --folds, --without-tess, --out."""
+    p.add_argument("--folds", choices=["selection", "published"], default="selection",
+                   help="selection (default): 5 folds of 4 over actors 1-20, with actors 21-24 left out, to choose "
+                        "recipes by; published: the 5 folds of published work over all 24 actors, to compare with "
+                        "papers")
+    p.add_argument("--without-tess", action="store_true", help="train on RAVDESS alone")
+    p.add_argument("--out", default="results/speakers")
 
 
 def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) -> None:
@@ -76,8 +106,10 @@ def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) ->
     p.add_argument("--n-mfcc", type=positive_int, **given, help="MFCCs per frame")
     p.add_argument("--deltas", action=argparse.BooleanOptionalAction, **given,
                    help="append MFCC deltas and delta-deltas")
-    p.add_argument("--speaker-norm", action=argparse.BooleanOptionalAction, **given,
-                   help="standardise features per speaker (live: per session, from running statistics)")
+    p.add_argument("--norm", choices=NORMS, **given,
+                   help="standardise features per clip (each clip by itself, as one file or a live window is), "
+                        "per speaker (by statistics of the speaker's training clips; live: running statistics of "
+                        "the session), or not at all")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, **given,
                    help="time shift and SpecAugment-style masks while training")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], **given,
@@ -88,6 +120,9 @@ def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) ->
     p.add_argument("--balance", choices=["none", "speaker", "corpus"], **given,
                    help="weigh training clips so that every speaker (or every corpus) counts the same in the loss, "
                         "however many clips it has")
+    p.add_argument("--copies", type=non_negative_int, **given,
+                   help="train also on this many corrupted copies of each training clip (noise, rooms, telephone, "
+                        "codecs, level: augment.training_corruption), made once and cached")
     p.add_argument("--epochs", type=positive_int, default=50)
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--seed", type=int, default=0, help="fixes the split and the initial weights")
@@ -119,10 +154,10 @@ def training_options(args) -> dict:
     """The recipe options that concern training alone."""
     return {"augment": args.augment, "epochs": args.epochs, "batch_size": args.batch_size,
             "lr_schedule": args.lr_schedule, "label_smoothing": args.label_smoothing,
-            "class_weights": args.class_weights, "balance": args.balance, "seed": args.seed}
+            "class_weights": args.class_weights, "balance": args.balance, "copies": args.copies, "seed": args.seed}
 
 
 def recipe_record(args) -> dict:
     """The recipe options, as cross-validation and benchmark results record them."""
-    return {"recipe": args.recipe, "model": args.model, "speaker_norm": args.speaker_norm, **training_options(args),
+    return {"recipe": args.recipe, "model": args.model, "norm": args.norm, **training_options(args),
             "feature_config": recipe_config(args).to_dict()}

@@ -3,8 +3,9 @@
     python test_model.py --model-dir models/seed-cnn                 # its own held-out test split
     python test_model.py --model-dir models/seed-cnn --data-dir my/  # every clip of another corpus folder
 
-Prints the figures overall and per corpus, and writes evaluation.json and confusion_matrix.png
-into the model dir.
+Prints the figures overall and per corpus. On its own test split it writes evaluation.json and
+confusion_matrix.png into the model dir (or --out); on other folders, evaluation-on-<folders>.json
+and confusion_matrix-on-<folders>.png beside them, so the model's own figures stay.
 """
 import argparse
 import logging
@@ -18,6 +19,7 @@ def main(argv=None):
                    help="model dir from train_model.py (default: models/latest)")
     p.add_argument("--data-dir", nargs="+", default=None,
                    help="evaluate on every clip of these folders instead of the model's test split")
+    p.add_argument("--out", help="folder for the result files (default: the model dir)")
     p.add_argument("--cache-dir", default="cache", help="feature cache folder (default: cache)")
     args = p.parse_args(argv)
     logging.basicConfig(format="%(message)s")  # warnings only: libraries log at INFO on their first run
@@ -31,21 +33,20 @@ def run(args) -> dict:
     import model as models
     try:
         saved = models.load_model_dir(args.model_dir)
-        X, clips, what = evaluation.model_inputs(saved, args.data_dir, args.cache_dir)
+        X, clips, what = evaluation.model_features(saved, args.data_dir, args.cache_dir)
     except (models.ModelDirError, features.CorpusError) as e:
         sys.exit(f"error: {e}")
-    probabilities = saved.model.predict(X, batch_size=256, verbose=0)
-    result = evaluation.evaluate(probabilities, clips, saved.labels)
+    result = evaluation.evaluate_saved(saved, X, clips)
     print(f"{args.model_dir} on {what}:")
     print(evaluation.report_text(result))
 
-    model_dir = Path(args.model_dir)
-    features.write_json(model_dir / "evaluation.json", result)
-    with features.atomic_output(model_dir / "confusion_matrix.png") as tmp:
+    json_path, png_path = evaluation.result_paths(args.out or args.model_dir, args.data_dir)
+    features.write_json(json_path, result)
+    with features.atomic_output(png_path) as tmp:
         evaluation.plot_confusion_matrix(result["confusion_matrix"], saved.labels, tmp,
-                                         title=f"{model_dir.name} on {what}: accuracy {result['accuracy']:.3f}, "
-                                               f"UAR {result['uar']:.3f}")
-    print(f"wrote {model_dir / 'evaluation.json'} and {model_dir / 'confusion_matrix.png'}")
+                                         title=f"{Path(args.model_dir).name} on {what}: accuracy "
+                                               f"{result['accuracy']:.3f}, UAR {result['uar']:.3f}")
+    print(f"wrote {json_path} and {png_path}")
     return result
 
 

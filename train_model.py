@@ -47,13 +47,10 @@ def run(args) -> Path:
                 else training.speaker_split(clips, args.test_speakers, args.seed))
     except (features.CorpusError, FileExistsError, training.SplitError) as e:
         sys.exit(f"error: {e}")
-    y = training.labels_of(clips)
     parts = {name: side == name for name in ("train", "val", "test")}
     print("split: " + ", ".join(f"{name} {mask.sum()}" for name, mask in parts.items()))
-
-    model, history, best_epoch = training.train(
-        X[parts["train"]], y[parts["train"]], X[parts["val"]], y[parts["val"]], args, args.seed,
-        sample_weight=training.balance_weights(clips[parts["train"]], args.balance))
+    fit = training.fit_split(X, clips, side, args, args.seed, training.corrupted_copies(X, clips, args), verbose=None)
+    model, history, best_epoch = fit.model, fit.history, fit.best_epoch
     best = history.loc[best_epoch]
     print(f"best epoch {best_epoch}: val_accuracy {best['val_accuracy']:.3f}, val_loss {best['val_loss']:.3f}")
 
@@ -64,7 +61,8 @@ def run(args) -> Path:
         "feature_config": recipes.recipe_config(args).to_dict(),
         "recipe": args.recipe,
         "model": args.model,
-        "speaker_norm": args.speaker_norm,  # test_model.py and predict_live.py standardise the same way
+        "norm": args.norm,  # test_model.py and predict_live.py standardise the same way
+        "speaker_statistics": models.statistics_record(fit.statistics),  # of the training side, for norm "speaker"
         "data_dirs": [str(Path(d).resolve()) for d in args.data_dir],
         "corpora": sorted(set(clips["corpus"])),
         "split": {

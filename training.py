@@ -9,9 +9,12 @@ is never seen.
 """
 from __future__ import annotations
 
+import hashlib
 import platform
 import sys
 import time
+import zlib
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 import matplotlib
@@ -23,6 +26,7 @@ import pandas as pd  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.utils.class_weight import compute_class_weight  # noqa: E402
 
+import augment  # noqa: E402
 import features  # noqa: E402
 import model as models  # noqa: E402
 from recipes import recipe_config  # noqa: E402
@@ -93,7 +97,8 @@ def keep_groups_together(side: np.ndarray, groups: pd.Series) -> np.ndarray:
 
 
 def recipe_features(args) -> tuple[np.ndarray, pd.DataFrame]:
-    """Index --data-dir and return (model input X, the index rows of X) for the recipe in args."""
+    """Index --data-dir and return (features X, the index rows of X) for the recipe in args, before any
+    standardisation (normalised_split does that once the split is known)."""
     config = recipe_config(args)
     clips, summary = features.index_corpus(args.data_dir)
     clips = features.select_corpora(clips, args.corpora)
@@ -106,8 +111,82 @@ def recipe_features(args) -> tuple[np.ndarray, pd.DataFrame]:
           f"({data.n_extracted} extracted, {len(data.X) - data.n_extracted} from cache)")
     if data.skip_line():
         print(data.skip_line())
-    X = features.standardise_per_speaker(data.X, data.clips["speaker"]) if args.speaker_norm else data.X
-    return X, data.clips
+    return data.X, data.clips
+
+
+def normalised_split(X: np.ndarray, clips: pd.DataFrame, side: np.ndarray, norm: str) -> tuple[np.ndarray, dict]:
+    """(X as a model trained with `norm` takes it, the per-speaker statistics used) for a split `side`.
+
+    Speaker statistics come from the training side (train and val) alone, so a test clip never shapes the
+    statistics that anything is standardised with. A test speaker with no clip on the training side (the
+    speaker split, the folds) can only be standardised by their own test clips: that needs a few minutes of
+    the speaker's balanced speech, which evaluation reports say, beside the per-clip figure.
+    """
+    fit = side != "test"
+    statistics = features.speaker_statistics(X[fit], clips["speaker"][fit]) if norm == "speaker" else {}
+    return features.normalised(X, clips["speaker"], norm, statistics), statistics
+
+
+N_BABBLE_TALKERS = 40  # clips that babble in the training copies is drawn from
+
+
+def corrupted_copies(X: np.ndarray, clips: pd.DataFrame, args) -> list[np.ndarray]:
+    """args.copies arrays like X (the clean features of the clips' rows): the features of a corrupted copy
+    of every clip (augment.training_corruption), seeded by the copy's number and the file's content, and
+    cached like the clean features. Where a copy gives no features, the clean ones stand in."""
+    if not args.copies:
+        return []
+    config = recipe_config(args)
+    sr = config.sample_rate
+    # Babble from a fixed draw of all clips, so that every protocol shares one cache. A test speaker may be
+    # among them: as six voices summed under another's speech, they lend it no label of theirs.
+    pool = clips.sample(min(N_BABBLE_TALKERS, len(clips)), random_state=0)
+    talkers = [features.load_audio(path, sr) for path in pool["path"]]
+    talker_tag = hashlib.sha1("|".join(sorted(pool["relpath"])).encode()).hexdigest()[:8]
+    for rt60 in augment.TRAINING_RT60S:  # simulate the rooms once, before the threads that draw from them
+        augment.rir_bank(rt60, sr, augment.TRAINING_ROOM_SEED)
+    copies = []
+    for k in range(args.copies):
+        def corrupt(y, key, k=k):
+            rng = np.random.default_rng([k, zlib.crc32((key or "").encode())])
+            return augment.training_corruption(y, sr, rng, talkers)
+
+        name = f"copy{k}-v{augment.TRAINING_VERSION}-{talker_tag}"
+        data = features.load_features(clips, config, args.cache_dir, variant=features.Variant(name, corrupt))
+        copy = X.copy()
+        copy[clips["relpath"].isin(data.clips["relpath"]).to_numpy()] = data.X
+        copies.append(copy)
+    return copies
+
+
+@dataclass
+class Fit:
+    """What fit_split returns."""
+
+    model: object  # the Keras model with its best epoch's weights
+    history: pd.DataFrame  # a row per epoch
+    best_epoch: int  # counted from 1
+    inputs: np.ndarray  # every row of X standardised as the model takes it
+    statistics: dict  # per-speaker statistics of the training side (norm "speaker"), else {}
+
+
+def fit_split(X: np.ndarray, clips: pd.DataFrame, side: np.ndarray, args, seed: int, copies=(),
+              verbose: int | None = 0) -> Fit:
+    """Standardise X for the split (normalised_split), add the corrupted copies of the training clips, weigh
+    them (args.balance), and train the recipe in args on side "train", choosing the epoch on side "val".
+
+    With norm "speaker", each copy of a speaker's clips is standardised by that copy's own statistics, as a
+    speaker's clips through one corrupted channel would be.
+    """
+    inputs, statistics = normalised_split(X, clips, side, args.norm)
+    y, tr, va = labels_of(clips), side == "train", side == "val"
+    speakers = clips["speaker"].to_numpy()[tr]
+    X_train = [inputs[tr]] + [features.normalised(c[tr], speakers, args.norm) for c in copies]
+    weights = balance_weights(clips[tr], args.balance)
+    model, history, best_epoch = train(np.concatenate(X_train), np.tile(y[tr], len(X_train)), inputs[va], y[va],
+                                       args, seed, verbose,
+                                       None if weights is None else np.tile(weights, len(X_train)))
+    return Fit(model, history, best_epoch, inputs, statistics)
 
 
 def validation_split(clips: pd.DataFrame, seed: int) -> np.ndarray:

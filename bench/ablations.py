@@ -149,8 +149,7 @@ def main():
     # evaluate_speakers.py's options, with the variants as models.
     cv = argparse.ArgumentParser(prog="ablations.py")
     recipes.add_data_arguments(cv)
-    cv.add_argument("--out", default="results/speakers")
-    cv.add_argument("--without-tess", action="store_true", help="train on RAVDESS alone")
+    recipes.add_cross_validation_arguments(cv)
     recipes.add_recipe_arguments(cv, model_names)
     evaluation.run_cross_validation(recipes.apply_recipe(cv.parse_args(rest)))
 

@@ -44,20 +44,19 @@ def main(argv=None, model_names=recipes.MODEL_NAMES):
     print(f"cold extraction: {cold:.1f} s, {len(data.X) / cold:.0f} files/s")
     print(f"cached load (index + cache): {cached:.2f} s")
 
-    X = features.standardise_per_speaker(data.X, data.clips["speaker"]) if args.speaker_norm else data.X
-    y = training.labels_of(data.clips)
+    copies = training.corrupted_copies(data.X, data.clips, args)
     print(f"recipe: {recipes.recipe_record(args)}")
     for split in args.splits:
         results = []
         for seed in args.seeds:
             side = (training.random_split(data.clips, seed) if split == "random" else
                     training.speaker_split(data.clips, list(recipes.DEFAULT_TEST_SPEAKERS), seed))
-            tr, va, te = (side == "train"), (side == "val"), (side == "test")
+            te = side == "test"
             start = time.perf_counter()
-            model, _, best_epoch = training.train(X[tr], y[tr], X[va], y[va], args, seed, verbose=0,
-                                                  sample_weight=training.balance_weights(data.clips[tr], args.balance))
+            fit = training.fit_split(data.X, data.clips, side, args, seed, copies)
             per_epoch = (time.perf_counter() - start) / args.epochs
-            ev = evaluation.evaluate(model.predict(X[te], batch_size=256, verbose=0), data.clips[te],
+            best_epoch = fit.best_epoch
+            ev = evaluation.evaluate(fit.model.predict(fit.inputs[te], batch_size=256, verbose=0), data.clips[te],
                                      list(features.EMOTIONS))
             results.append(ev)
             parts = "  ".join(f"{c} {s['accuracy']:.3f}" for c, s in ev["per_corpus"].items())

@@ -80,5 +80,5 @@ def brief_model(small_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("brief-model")
     model_dir = train_model.main(["--data-dir", str(small_corpus), "--model-dir", str(out / "model"),
                                   "--cache-dir", str(out / "cache"), "--split", "speaker", "--epochs", "3",
-                                  "--model", "pooled", "--trim-db", "30", "--speaker-norm"])
+                                  "--model", "pooled", "--trim-db", "30", "--norm", "speaker"])
     return model_dir, out / "cache"

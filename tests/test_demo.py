@@ -111,3 +111,25 @@ def test_missing_and_unreadable_files_are_one_line(tmp_path):
     result = run_script("demo/make_demo.py", "--plot", broken, "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"skipped {broken}: unreadable"]
+
+
+def coloured_columns(picture: Path, rgb: tuple[int, int, int]) -> dict[int, int]:
+    """{pixel column: how many pixels of that colour it holds} of a PNG."""
+    import matplotlib.image
+    pixels = (matplotlib.image.imread(picture)[:, :, :3] * 255).round().astype(int)
+    mask = (np.abs(pixels - rgb) <= 2).all(axis=2)
+    return {int(c): int(n) for c, n in enumerate(mask.sum(axis=0)) if n}
+
+
+def test_probability_chart_draws_each_probability_as_its_bar(tmp_path):
+    """The highlighted bar is the most probable emotion's, in its place, and bar heights keep the ratios."""
+    p = np.array([0.05, 0.05, 0.1, 0.05, 0.45, 0.1, 0.15, 0.05])
+    picture = drawing.plot_probabilities(dict(zip(F.EMOTIONS, p, strict=True)), tmp_path / "p.png")
+    orange, blue = coloured_columns(picture, (255, 127, 14)), coloured_columns(picture, (31, 119, 180))
+    assert orange and blue and not set(orange) & set(blue)
+    # Eight bars 0.8 wide at 0..7 span 7.8 units: the orange one is centred on slot 4, angry's.
+    left, right = min(orange | blue), max(orange | blue)
+    slot = (np.mean(list(orange)) - left) / ((right - left) / 7.8) - 0.4
+    assert slot == pytest.approx(list(F.EMOTIONS).index("angry"), abs=0.1)
+    # Heights: the tallest blue bar is disgust (0.15), the orange bar 0.45: three times as tall.
+    assert max(orange.values()) / max(blue.values()) == pytest.approx(0.45 / 0.15, rel=0.05)

@@ -3,6 +3,7 @@ import dataclasses
 import json
 import os
 import shutil
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -96,6 +97,9 @@ def test_folder_per_emotion_corpus_beside_the_others(datasets, tmp_path):
     assert set(custom["speaker"]) == {"custom-mine"}
     assert sorted(summary.unmatched) == ["mine/bored/take0.wav", "mine/bored/take1.flac"]
     assert "(folders: bored)" in summary.lines()[0]
+    # Emotion folders right in the data folder name no speaker: each clip stands alone.
+    alone, _ = F.index_corpus(tmp_path / "mine")
+    assert len(alone) == 16 and alone["speaker"].is_unique and "custom-Anger/take0.wav" in set(alone["speaker"])
 
 
 def test_no_corpus_is_a_clear_error(tmp_path):
@@ -171,8 +175,10 @@ def test_bad_files_are_named_counted_skips(tmp_path):
     for path, reason in bad.items():
         with pytest.raises(F.SkipClip, match=f"^{reason}$"):
             F.clip_features(tmp_path / "corpus" / path, CONFIG)
-    # Skips are cached too: a second run reads nothing again.
-    assert F.load_features(clips, CONFIG, cache_dir=tmp_path / "cache").n_extracted == 0
+    # Skips are cached too, except "unreadable", which may pass: only those are read again.
+    again = F.load_features(clips, CONFIG, cache_dir=tmp_path / "cache")
+    assert again.n_extracted == list(bad.values()).count("unreadable") == 3
+    assert dict(zip(again.skipped["path"].map(os.path.basename), again.skipped["reason"], strict=True)) == bad
 
 
 def test_feature_shape_and_config_round_trip():
@@ -214,21 +220,50 @@ def test_cache_hit_on_second_run_and_recompute_on_change(small_corpus, tmp_path)
     second = F.load_features(clips, CONFIG, cache_dir=tmp_path)
     assert second.n_extracted == 0
     np.testing.assert_array_equal(first.X, second.X)
+    # Keyed by content: a copy elsewhere is known; an edit is seen even with its modification time kept.
     target = tmp_path / "copy"
     shutil.copytree(small_corpus / "ravdess" / "Actor_01", target / "Actor_01")
     copied, _ = F.index_corpus(target)
-    assert F.load_features(copied.head(5), CONFIG, cache_dir=tmp_path).n_extracted == 5
     assert F.load_features(copied.head(5), CONFIG, cache_dir=tmp_path).n_extracted == 0
-    os.utime(copied["path"][0], ns=(10**9, 10**9))
-    assert F.load_features(copied.head(5), CONFIG, cache_dir=tmp_path).n_extracted == 1
+    edited = Path(copied["path"][0])
+    times = edited.stat()
+    y, rate = sf.read(edited)
+    sf.write(edited, 0.5 * y, rate, format="FLAC")
+    os.utime(edited, ns=(times.st_atime_ns, times.st_mtime_ns))  # as cp -p and rsync -t leave it
+    again = F.load_features(copied.head(5), CONFIG, cache_dir=tmp_path)
+    assert again.n_extracted == 1
     assert F.load_features(clips, FeatureConfig(n_mfcc=20), cache_dir=tmp_path).n_extracted == 40
+
+
+def test_cache_grows_by_shards_and_merges_them(small_corpus, tmp_path):
+    clips, _ = F.index_corpus(small_corpus)
+    F.load_features(clips.head(30), CONFIG, cache_dir=tmp_path)
+    (folder,) = tmp_path.glob("mfcc-*")
+    (first,) = folder.glob("*.npz")
+    before = first.stat().st_mtime_ns
+    F.load_features(clips.head(32), CONFIG, cache_dir=tmp_path)  # two new clips: a small new shard
+    shards = sorted(folder.glob("*.npz"), key=lambda f: f.stat().st_size)
+    assert len(shards) == 2 and first.stat().st_mtime_ns == before
+    assert len(np.load(shards[0])["keys"]) == 2
+    last = 32 + F.MAX_CACHE_SHARDS - 1  # a clip per call: MAX_CACHE_SHARDS shards, then the merge
+    for n in range(33, last + 1):
+        F.load_features(clips.head(n), CONFIG, cache_dir=tmp_path)
+    (merged,) = folder.glob("*.npz")
+    assert len(np.load(merged)["keys"]) == last
+    assert F.load_features(clips.head(last), CONFIG, cache_dir=tmp_path).n_extracted == 0
+
+
+def test_cache_is_per_library_version(monkeypatch):
+    digest = CONFIG.digest()
+    monkeypatch.setitem(F.feature_library_versions(), "librosa", "0.0.1")
+    assert CONFIG.digest() != digest
 
 
 def test_corrupt_cache_is_rebuilt(small_corpus, tmp_path, caplog):
     clips, _ = F.index_corpus(small_corpus)
     clips = clips.head(10)
     good = F.load_features(clips, CONFIG, cache_dir=tmp_path)
-    (cache_file,) = tmp_path.glob("mfcc-*.npz")
+    (cache_file,) = tmp_path.glob("mfcc-*/*.npz")
     cache_file.write_bytes(cache_file.read_bytes()[:5000])
     rebuilt = F.load_features(clips, CONFIG, cache_dir=tmp_path)
     assert rebuilt.n_extracted == 10
@@ -270,3 +305,17 @@ def test_speaker_statistics_come_from_that_speaker_only():
     X2[speakers == "b"] *= 10
     np.testing.assert_array_equal(F.standardise_per_speaker(X2, speakers)[:6], Z[:6])
     np.testing.assert_allclose(Z[:6], (X[:6] - X[:6].mean(axis=(0, 1))) / X[:6].std(axis=(0, 1)), atol=1e-5)
+
+
+def test_delta_columns_are_the_first_and_second_differences(datasets):
+    """With deltas the features are [MFCC | delta | delta-delta], each as librosa computes it over time."""
+    config = FeatureConfig(trim_db=30, deltas=True)
+    y = F.load_audio(datasets / "tess" / "OAF_angry" / "OAF_bar_angry.flac", config.sample_rate)
+    X = F.waveform_features(y, config)
+    assert X.shape == (130, 39)
+    mfcc = librosa.feature.mfcc(y=F.model_window(y, config), sr=config.sample_rate, n_mfcc=13, n_fft=2048,
+                                hop_length=512)
+    np.testing.assert_allclose(X[:, :13], mfcc.T, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(X[:, 13:26], librosa.feature.delta(mfcc).T, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(X[:, 26:], librosa.feature.delta(mfcc, order=2).T, rtol=1e-4, atol=1e-3)
+    assert np.abs(X[:, 26:]).max() > 0.1  # not a column of zeros

@@ -98,11 +98,14 @@ def test_short_train_writes_every_artifact(trained, small_corpus):
     n_clips = len(F.index_corpus(small_corpus)[0])
     assert len(split["train"]) + len(split["val"]) + len(split["test"]) == n_clips
     assert not set(split["train"]) & set(split["test"])
-    assert meta["training"]["epochs"] == 2 and meta["training"]["best_epoch"] in (1, 2)
-    assert 0 <= meta["validation"]["accuracy"] <= 1
     assert {"keras", "librosa", "numpy", "python"} <= set(meta["versions"])
     history = pd.read_csv(model_dir / "history.csv")
     assert list(history["epoch"]) == [1, 2] and {"loss", "val_accuracy"} <= set(history.columns)
+    # The kept epoch is the first with the best validation accuracy, and the metadata quotes it.
+    best = int(history["epoch"][history["val_accuracy"].idxmax()])
+    assert meta["training"]["epochs"] == 2 and meta["training"]["best_epoch"] == best
+    assert meta["validation"]["accuracy"] == pytest.approx(history["val_accuracy"].max())
+    assert meta["validation"]["n"] == len(split["val"])
     assert (model_dir / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(model_dir.parent.glob(".m.*")), "staging folders left behind"
 
@@ -152,14 +155,18 @@ def test_existing_model_dir_is_kept_without_overwrite(trained, small_corpus, tmp
 def test_improved_recipe_options_travel_with_the_model(small_corpus, tmp_path):
     model_dir = train_model.main(["--data-dir", str(small_corpus), "--model-dir", str(tmp_path / "m"), "--epochs", "2",
                                   "--cache-dir", str(tmp_path / "cache"), "--split", "speaker", "--model", "pooled",
-                                  "--trim-db", "30", "--speaker-norm", "--augment", "--n-mfcc", "20"])
+                                  "--trim-db", "30", "--norm", "speaker", "--augment", "--n-mfcc", "20"])
     meta = json.loads((model_dir / "metadata.json").read_text())
-    assert meta["model"] == "pooled" and meta["speaker_norm"] is True and meta["training"]["augment"] is True
+    assert meta["model"] == "pooled" and meta["norm"] == "speaker" and meta["training"]["augment"] is True
+    # Statistics of the training side only travel with the model: none of the test speakers'.
+    assert set(meta["speaker_statistics"]) == {"ravdess-01", "ravdess-02", "tess-OAF", "tess-YAF"}
+    assert meta["split"]["test_speakers"] == ["ravdess-21", "ravdess-22", "ravdess-23", "ravdess-24"]
     config = F.FeatureConfig.from_dict(meta["feature_config"])
     assert config.trim_db == 30 and config.shape == (130, 60)  # 20 MFCCs with deltas and delta-deltas
     result = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(tmp_path / "cache")])
-    assert result["n"] == 240
-    # test_model standardises the test speakers by their own statistics, as training did.
+    assert result["n"] == 240 and result["enrolled_speakers"] == meta["split"]["test_speakers"]
+    assert 0 < result["each_clip_alone"]["n"] == 240
+    # Speakers the model never heard: standardised by their own clips (enrolment), as the split's training did.
     saved = models.load_model_dir(model_dir)
     clips = F.index_corpus(small_corpus)[0]
     test = clips[clips["relpath"].isin(meta["split"]["test"])].reset_index(drop=True)
@@ -167,6 +174,32 @@ def test_improved_recipe_options_travel_with_the_model(small_corpus, tmp_path):
     assert X.shape[1:] == saved.model.input_shape[1:] == (130, 60)
     expected = evaluation.evaluate(saved.model.predict(X, verbose=0), test, saved.labels)
     assert expected["accuracy"] == result["accuracy"]
+
+
+def test_speaker_statistics_come_from_the_training_side_only():
+    """Standardising must not let a test clip shape the statistics: change the test clips, and nothing else moves."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(3, 2, size=(12, 5, 4)).astype("float32")
+    clips = pd.DataFrame({"speaker": ["a"] * 6 + ["b"] * 6})
+    side = np.array(["train", "train", "val", "train", "test", "test"] * 2)
+    Xn, statistics = training.normalised_split(X, clips, side, "speaker")
+    changed = X.copy()
+    changed[side == "test"] *= 10
+    Xc, _ = training.normalised_split(changed, clips, side, "speaker")
+    np.testing.assert_array_equal(Xn[side != "test"], Xc[side != "test"])
+    mine = (clips["speaker"] == "a").to_numpy() & (side != "test")
+    np.testing.assert_allclose(statistics["a"][0], X[mine].mean(axis=(0, 1)), rtol=1e-5)
+    a_test = (clips["speaker"] == "a").to_numpy() & (side == "test")
+    np.testing.assert_allclose(Xc[a_test], (changed[a_test] - statistics["a"][0]) / (statistics["a"][1] + 1e-6),
+                               rtol=1e-5)
+    # An unseen speaker can only be standardised by their own clips; a clip standardised alone needs nothing else.
+    unseen = np.where(clips["speaker"] == "b", "test", side)
+    Xu, statistics = training.normalised_split(X, clips, unseen, "speaker")
+    assert set(statistics) == {"a"}
+    b = X[6:]
+    np.testing.assert_allclose(Xu[6:], (b - b.mean(axis=(0, 1))) / (b.std(axis=(0, 1)) + 1e-6), rtol=1e-4, atol=1e-5)
+    one = training.normalised_split(X, clips, side, "clip")[0][0]
+    np.testing.assert_allclose(one, (X[0] - X[0].mean(0)) / (X[0].std(0) + 1e-6), rtol=1e-4, atol=1e-5)
 
 
 def test_overwrite_replaces_the_model_dir(small_corpus, tmp_path):
@@ -177,6 +210,19 @@ def test_overwrite_replaces_the_model_dir(small_corpus, tmp_path):
                       "--cache-dir", str(tmp_path / "cache"), "--overwrite"])
     assert not (model_dir / "old.txt").exists() and (model_dir / "model.keras").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_replacing_a_model_dir_is_one_atomic_exchange(tmp_path):
+    """On Linux the new model dir takes the old one's place in one step: the path never stops existing."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    (old / "which").write_text("old")
+    (new / "which").write_text("new")
+    assert models.exchange_paths(new, old)
+    assert (old / "which").read_text() == "new" and (new / "which").read_text() == "old"
+    assert not models.exchange_paths(new, tmp_path / "missing")  # both must exist; nothing moves
+    assert (new / "which").read_text() == "old"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,15 +257,50 @@ def test_test_model_errors_for_missing_and_broken_model_dirs(trained, tmp_path):
     assert line.startswith(f"error: {broken / 'metadata.json'} is broken")
 
 
+def test_zero_epochs_and_batch_size_are_argument_errors(tmp_path):
+    for option in ("--epochs", "--batch-size"):
+        result = run_script("train_model.py", option, "0", "--model-dir", tmp_path / "m")
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1].endswith(f"argument {option}: must be at least 1, not 0")
+
+
+def test_other_folders_are_scored_beside_the_models_own_results(trained, small_corpus, tmp_path):
+    model_dir, cache = trained
+    own = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(cache)])
+    before = (model_dir / "evaluation.json").read_bytes()
+    other = test_model.main(["--model-dir", str(model_dir), "--data-dir", str(small_corpus / "tess"),
+                             "--cache-dir", str(cache)])
+    assert (model_dir / "evaluation.json").read_bytes() == before  # the model's own figures stay
+    assert json.loads((model_dir / "evaluation-on-tess.json").read_text()) == other
+    assert (model_dir / "confusion_matrix-on-tess.png").exists() and other["n"] != own["n"]
+    out = tmp_path / "elsewhere"
+    test_model.main(["--model-dir", str(model_dir), "--data-dir", str(small_corpus / "tess"), "--cache-dir",
+                     str(cache), "--out", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix-on-tess.png", "evaluation-on-tess.json"]
+
+
+def test_a_folder_without_known_emotions_is_one_line(trained, tmp_path):
+    (tmp_path / "mine" / "bored").mkdir(parents=True)
+    F.sf.write(tmp_path / "mine" / "bored" / "take.wav", np.zeros(22050, np.float32), 22050)
+    result = run_script("test_model.py", "--model-dir", trained[0], "--data-dir", tmp_path / "mine")
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: no RAVDESS, TESS, EMO-DB or emotion-folder clips found under")
+
+
 # ---------------------------------------------------------------------------------------------
 # The seed's own claim, on the full shared corpora
 
 
-def test_default_model_beats_the_seed_claim_on_a_random_split(full_model):
+def test_default_model_on_the_random_split_holds_each_corpus(full_model):
+    """Floors near what the README measures, per corpus: TESS alone (560 of the 848 clips, almost all right)
+    would carry the overall figure past the seed's 0.76 even with RAVDESS at 0.30."""
     model_dir, cache = full_model
     result = test_model.main(["--model-dir", str(model_dir), "--cache-dir", str(cache)])
     assert result["n"] == 848
-    assert result["accuracy"] >= 0.76
+    assert result["per_corpus"]["ravdess"]["n"] == 288 and result["per_corpus"]["tess"]["n"] == 560
+    assert result["per_corpus"]["ravdess"]["accuracy"] >= 0.65  # 0.733 in the README, seed 0
+    assert result["per_corpus"]["tess"]["accuracy"] >= 0.97
 
 
 def test_a_folder_per_emotion_corpus_trains_and_evaluates_alone(datasets, tmp_path):
@@ -284,13 +365,17 @@ def test_augmented_batches_keep_labels_with_their_clips_and_reshuffle():
 def test_cross_validation_folds_cover_every_actor_once():
     actors = sorted(a for fold in evaluation.FOLDS for a in fold)
     assert actors == list(range(1, 25))
+    chosen_on = sorted(a for fold in evaluation.SELECTION_FOLDS for a in fold)
+    assert chosen_on == list(range(1, 21))  # never the speaker split's test actors 21-24
+    assert all(sum(a % 2 for a in fold) == 2 for fold in evaluation.SELECTION_FOLDS)  # two men, two women
 
 
 def test_evaluate_speakers_needs_the_fold_actors(small_corpus, tmp_path):
     result = run_script("evaluate_speakers.py", "--data-dir", small_corpus, "--cache-dir", tmp_path / "cache",
                         "--out", tmp_path / "cv", "--epochs", "1")
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith("error: test speakers ['ravdess-05'")
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: test speakers ['ravdess-11', 'ravdess-12'] are not in the data")
 
 
 def test_cross_validation_runs_every_fold_on_unseen_actors(datasets, tmp_path):
@@ -308,11 +393,13 @@ def test_cross_validation_runs_every_fold_on_unseen_actors(datasets, tmp_path):
                                      "--out", str(tmp_path / "cv"), "--epochs", "1", "--model", "pooled"])
     saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert saved == json.loads(json.dumps(result))
-    assert [tuple(f["actors"]) for f in saved["folds"]] == evaluation.FOLDS
+    assert [tuple(f["actors"]) for f in saved["folds"]] == evaluation.SELECTION_FOLDS
     for fold in saved["folds"]:
-        assert not {int(s[-2:]) for s in fold["val_speakers"]} & set(fold["actors"])
+        validating = {int(s[-2:]) for s in fold["val_speakers"]}
+        assert not validating & set(fold["actors"]) and not validating & {21, 22, 23, 24}
         assert fold["n"] == 6 * len(fold["actors"])
-    assert np.array(saved["confusion_matrix"]).sum() == 24 * 6  # every RAVDESS clip tested once, no TESS
+    # Every RAVDESS clip of actors 1-20 tested once, no TESS; actors 21-24 are out of every choice.
+    assert np.array(saved["confusion_matrix"]).sum() == 20 * 6 and saved["folds_of"] == "selection"
     assert saved["recipe"]["model"] == "pooled"
     assert (tmp_path / "cv" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -370,7 +457,54 @@ def test_training_options_are_recorded_in_the_model_dir(small_corpus, tmp_path):
                                   "--lr-schedule", "cosine", "--label-smoothing", "0.1", "--class-weights"])
     training = json.loads((model_dir / "metadata.json").read_text())["training"]
     assert training["lr_schedule"] == "cosine" and training["label_smoothing"] == 0.1
-    assert training["class_weights"] is True and training["best_epoch"] == 1
+    assert training["class_weights"] is True
+
+
+def first_epoch_loss(X, y, *options, sample_weight=None) -> float:
+    args = recipe_options("--recipe", "reference", "--epochs", "1", *options)
+    _, history, _ = training.train(X, y, X[:16], y[:16], args, seed=0, verbose=0, sample_weight=sample_weight)
+    return float(history["loss"].iloc[0])
+
+
+def test_class_and_balance_weights_change_the_loss():
+    """Weights must reach the loss: on imbalanced classes, weighing them changes the first epoch's loss, and
+    weights of 1 change nothing."""
+    X, y = separable_features(96)
+    keep = (y != 0) | (np.arange(len(y)) < 4)  # class 0 rare
+    X, y = X[keep], y[keep]
+    plain = first_epoch_loss(X, y)
+    assert first_epoch_loss(X, y, "--class-weights") != pytest.approx(plain, rel=1e-3)
+    assert first_epoch_loss(X, y, sample_weight=np.ones(len(y), np.float32)) == pytest.approx(plain, rel=1e-5)
+    skewed = np.where(y == 1, 5.0, 0.5).astype(np.float32)
+    assert first_epoch_loss(X, y, sample_weight=skewed) != pytest.approx(plain, rel=1e-3)
+
+
+def test_corrupted_copies_differ_per_clip_and_are_cached(small_corpus, tmp_path):
+    clips = F.index_corpus(small_corpus)[0].groupby("speaker").head(2).reset_index(drop=True)
+    args = recipe_options("--copies", "2", "--cache-dir", str(tmp_path))
+    X = F.load_features(clips, recipes.recipe_config(args), tmp_path).X
+    copies = training.corrupted_copies(X, clips, args)
+    assert len(copies) == 2 and all(c.shape == X.shape for c in copies)
+    for copy in copies:  # every clip's copy is another sound than the clip
+        assert (np.abs(copy - X).reshape(len(X), -1).max(axis=1) > 1e-3).all()
+    assert (np.abs(copies[0] - copies[1]).reshape(len(X), -1).max(axis=1) > 1e-3).mean() > 0.8
+    assert len(list(tmp_path.glob("mfcc-*-copy*"))) == 2
+    again = training.corrupted_copies(X, clips, args)
+    for first, second in zip(copies, again, strict=True):
+        np.testing.assert_array_equal(first, second)
+    assert training.corrupted_copies(X, clips, recipe_options()) == []
+
+
+def test_augment_option_trains_on_augmented_batches(datasets):
+    """--augment feeds spec_augment's batches to the fit: the batches differ from the clips, and so does training."""
+    clips, _ = F.index_corpus(datasets)
+    subset = clips.groupby("emotion").head(4).reset_index(drop=True)
+    X, y = F.load_features(subset, F.FeatureConfig(), cache_dir=None).X, training.labels_of(subset)
+    (xb, yb), = training.augmented_batches(X, np.eye(8)[y], batch_size=len(X), seed=0).take(1)
+    rows = {tuple(np.eye(8)[c]) for c in y}
+    assert {tuple(r) for r in yb.numpy()} <= rows
+    assert not any(np.array_equal(a, x) for a in xb.numpy() for x in X)  # no clip passes unchanged
+    assert first_epoch_loss(X, y, "--augment") != pytest.approx(first_epoch_loss(X, y, "--no-augment"), rel=1e-4)
 
 
 def test_a_recipe_sets_every_option_not_given_and_given_ones_win():
@@ -378,7 +512,7 @@ def test_a_recipe_sets_every_option_not_given_and_given_ones_win():
     assert {k: getattr(reference, k) for k in recipes.RECIPES["reference"]} == recipes.RECIPES["reference"]
     assert reference.model == "seed" and reference.trim_db is None and reference.augment is False
     pooled = recipe_options("--recipe", "pooled", "--no-augment", "--trim-db", "none")
-    assert pooled.model == "pooled" and pooled.speaker_norm is True  # from the recipe
+    assert pooled.model == "pooled" and pooled.norm == recipes.RECIPES["pooled"]["norm"]  # from the recipe
     assert pooled.augment is False and pooled.trim_db is None  # given
     assert recipe_options("--recipe", "reference", "--trim-db", "25").trim_db == 25.0
     assert recipe_options().recipe == recipes.DEFAULT_RECIPE

@@ -1,0 +1,144 @@
+"""How a saved model holds up when its test audio is corrupted: noise, rooms, telephone, codecs, level.
+
+    python train_model.py --data-dir ../shared/datasets --split speaker --model-dir models/speaker
+    python bench/robustness.py --model-dir models/speaker --out results/robustness
+
+The model's own test clips (for `--split speaker`, actors 21-24, whom it never heard) are
+corrupted before their features are made, each under every condition of augment.CONDITIONS
+(or --conditions), seeded per clip and condition so that every model meets the same audio.
+Babble is made of clips of the model's training speakers, never of the test speakers. Writes
+robustness.json, robustness.md (the table) and robustness.png (accuracy against SNR, one line
+per noise, beside the other conditions) into --out.
+
+For a speaker-normalised model the table also gives the single-clip figures: each clip
+standardised by itself, and the live RunningStandardiser fed each speaker's clips in a random order.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import augment  # noqa: E402
+import recipes  # noqa: E402
+
+N_TALKER_CLIPS = 40  # training clips that babble is drawn from
+
+
+def condition(text: str) -> str:
+    """argparse type: a condition that augment.parse_condition accepts."""
+    try:
+        augment.parse_condition(text)
+    except augment.CorruptionError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", default="models/latest")
+    p.add_argument("--conditions", nargs="+", type=condition, default=list(augment.CONDITIONS),
+                   help="e.g. clean white:10 babble:0 reverb:0.6 telephone mp3:16 (default: all of augment.CONDITIONS)")
+    p.add_argument("--limit", type=recipes.positive_int, help="use only this many test clips (a quick look)")
+    p.add_argument("--seed", type=int, default=0, help="seeds every corruption")
+    p.add_argument("--out", default="results/robustness")
+    args = p.parse_args(argv)
+    import evaluation  # once the arguments are good: TensorFlow takes seconds to load
+    import features
+    import model as models
+    try:
+        saved = models.load_model_dir(args.model_dir)
+        clips, what = evaluation.clips_to_evaluate(saved, None)
+    except (models.ModelDirError, features.CorpusError) as e:
+        sys.exit(f"error: {e}")
+    if args.limit:
+        clips = clips.sample(min(args.limit, len(clips)), random_state=args.seed).reset_index(drop=True)
+    sr = saved.config.sample_rate
+    clips, waves = readable_waves(clips, sr)
+    talkers = readable_waves(training_clips(saved, args.seed), sr)[1]
+    print(f"{args.model_dir} on {what}: {len(clips)} clips, {len(args.conditions)} conditions; "
+          f"babble from {len(talkers)} clips of training speakers")
+    features.mfcc_sequence(waves[0], saved.config)  # librosa's compilation, before the first timing
+
+    rows = evaluation.robustness(saved, clips, waves, talkers, args.conditions, args.seed)
+    result = {"model_dir": str(args.model_dir), "test_clips": what, "n": len(clips), "seed": args.seed,
+              "norm": saved.norm, "conditions": rows}
+    if saved.norm == "speaker":
+        X = np.stack([features.waveform_features(w, saved.config) for w in waves])
+        result["live_running_statistics"] = evaluation.running_standardiser_accuracy(saved, X, clips, args.seed)
+        print(f"clean, live running statistics (each speaker's clips in a random order): "
+              f"{result['live_running_statistics']:.3f}")
+    out = Path(args.out)
+    features.write_json(out / "robustness.json", result)
+    with features.atomic_output(out / "robustness.md") as tmp:
+        tmp.write_text(markdown_table(result) + "\n")
+    with features.atomic_output(out / "robustness.png") as tmp:
+        plot_robustness(rows, tmp, title=f"{Path(args.model_dir).name} on {what} ({len(clips)} clips)")
+    print(markdown_table(result))
+    print(f"wrote {out / 'robustness.json'}, {out / 'robustness.md'} and {out / 'robustness.png'}")
+    return result
+
+
+def readable_waves(clips, sr: int):
+    """(the rows of clips whose audio loads, their waveforms at sr)."""
+    import features
+    keep, waves = [], []
+    for i, path in enumerate(clips["path"]):
+        try:
+            waves.append(features.load_audio(path, sr))
+            keep.append(i)
+        except features.SkipClip:
+            continue
+    return clips.iloc[keep].reset_index(drop=True), waves
+
+
+def training_clips(saved, seed: int):
+    """The model's training clips, shuffled: the voices that babble may use."""
+    import features
+    clips, _ = features.index_corpus(saved.metadata.get("data_dirs") or saved.metadata["data_dir"])
+    train = clips[clips["relpath"].isin(saved.metadata["split"]["train"])]
+    return train.sample(frac=1, random_state=seed).head(N_TALKER_CLIPS).reset_index(drop=True)
+
+
+def markdown_table(result: dict) -> str:
+    alone = any("accuracy_each_clip_alone" in r for r in result["conditions"])
+    lines = ["| condition | accuracy | UAR |" + (" each clip standardised alone |" if alone else ""),
+             "|---|---|---|" + ("---|" if alone else "")]
+    for r in result["conditions"]:
+        lines.append(f"| {r['condition']} | {r['accuracy']:.3f} | {r['uar']:.3f} |"
+                     + (f" {r['accuracy_each_clip_alone']:.3f} |" if alone else ""))
+    if "live_running_statistics" in result:
+        lines.append(f"| clean, live running statistics | {result['live_running_statistics']:.3f} | |"
+                     + (" |" if alone else ""))
+    return "\n".join(lines)
+
+
+def plot_robustness(rows: list[dict], path, title: str) -> None:
+    """Accuracy against SNR, a line per noise (clean at the right), and a bar per other condition."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    by = {r["condition"]: r["accuracy"] for r in rows}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    for noise in augment.NOISES:
+        points = sorted((augment.parse_condition(c)[1], a) for c, a in by.items() if c.startswith(f"{noise}:"))
+        if points:
+            snrs, accs = zip(*points, strict=True)
+            left.plot(snrs, accs, marker="o", label=noise)
+    if "clean" in by:
+        left.axhline(by["clean"], color="grey", linestyle=":", label=f"clean ({by['clean']:.2f})")
+    left.set(xlabel="SNR over the speech (dB)", ylabel="accuracy", ylim=(0, 1), title="additive noise")
+    left.legend(fontsize=8)
+    others = [c for c in by if c.split(":")[0] not in augment.NOISES]
+    right.barh(others, [by[c] for c in others], color="tab:blue")
+    right.set(xlim=(0, 1), xlabel="accuracy", title="rooms, lines, codecs, level")
+    right.invert_yaxis()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
