@@ -492,7 +492,7 @@ def test_corrupted_copies_differ_per_clip_and_are_cached(small_corpus, tmp_path)
     again = training.corrupted_copies(X, clips, args)
     for first, second in zip(copies, again, strict=True):
         np.testing.assert_array_equal(first, second)
-    assert training.corrupted_copies(X, clips, recipe_options()) == []
+    assert training.corrupted_copies(X, clips, recipe_options("--copies", "0")) == []
 
 
 def test_augment_option_trains_on_augmented_batches(datasets):
