@@ -2,6 +2,7 @@
 
     python evaluate_speakers.py --data-dir ../shared/datasets --out results/speakers
     python evaluate_speakers.py --data-dir ../shared/datasets --folds published --out results/published
+    python evaluate_speakers.py --data-dir /shared/corpora --seeds 0 1 2 --scheduler tcp://10.0.0.5:8786
 
 `--folds selection` (default) is how recipes are chosen: 5 folds of 4 over actors 1-20, while
 actors 21-24 are left out of the data altogether, so that the speaker split's test actors stay
@@ -14,6 +15,10 @@ never heard. Per-speaker standardisation (--norm speaker) takes each training sp
 from their own clips, and each test actor's from all of their test clips (enrolment), so for it
 the accuracy with each test clip standardised alone is reported too. Prints accuracy and UAR per
 fold and their mean ± std, and writes `cv.json` and `confusion_matrix.png` (summed over folds) into --out.
+
+With --seeds, every fold runs once per seed. With --scheduler, every (fold, seed) pair is a task on a
+Dask cluster (or on local:N worker processes); the workers read --data-dir and --cache-dir at the
+paths this machine has, so those must be on storage that they share.
 """
 import argparse
 import logging
@@ -27,16 +32,23 @@ def main(argv=None):
     recipes.add_data_arguments(p)
     recipes.add_cross_validation_arguments(p)
     recipes.add_recipe_arguments(p)
+    recipes.add_scheduler_arguments(p, "run the folds")
     args = recipes.apply_recipe(p.parse_args(argv))
     logging.basicConfig(format="%(message)s")  # warnings only: libraries log at INFO on their first run
     # Imported once the arguments are good: TensorFlow takes seconds to load.
+    import cluster
     import evaluation
     import features
     import training
+    client = None
     try:
-        return evaluation.run_cross_validation(args)
-    except (features.CorpusError, training.SplitError) as e:
+        client = cluster.connect(args.scheduler, args.scheduler_timeout) if args.scheduler else None
+        return evaluation.run_cross_validation(args, client)
+    except (features.CorpusError, training.SplitError, cluster.ClusterError) as e:
         sys.exit(f"error: {e}")
+    finally:
+        if client is not None:
+            client.close()
 
 
 if __name__ == "__main__":

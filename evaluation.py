@@ -7,7 +7,13 @@ cross-validation by RAVDESS actor.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
+import functools
+import io
+import json
 import os
+import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -246,7 +252,7 @@ def corrupted_features(waves: list[np.ndarray], config, condition: str, seed: in
         except features.SkipClip:
             return None
 
-    with threadpool_limits(1), ThreadPoolExecutor(os.cpu_count()) as pool:
+    with threadpool_limits(1), ThreadPoolExecutor(features.extraction_threads()) as pool:
         results = list(pool.map(one, range(len(waves))))
     ok = np.array([r is not None for r in results])
     X = np.stack([r for r in results if r is not None]) if ok.any() else np.zeros((0, *config.shape), np.float32)
@@ -279,47 +285,66 @@ def robustness(saved, clips: pd.DataFrame, waves: list[np.ndarray], talkers: lis
 # Cross-validation by actor
 
 
-def cross_validate(X: np.ndarray, clips: pd.DataFrame, args, folds=FOLDS, copies=()) -> dict:
-    """Per-fold and summed figures of the recipe in args (recipes.add_recipe_arguments) over folds of actors.
-
-    Each fold trains on the other actors (and any other corpus in clips), picks its best epoch on
-    two more held-out actors (one of each gender), and is tested on the fold's actors.
-    """
+def fold_result(X: np.ndarray, clips: pd.DataFrame, args, k: int, actors, seed: int, copies=()) -> dict:
+    """Fold k (counted from 0) of one seed: the recipe in args trained on the actors outside `actors` (and any
+    other corpus in clips), its best epoch picked on two more held-out actors (one of each gender), and tested
+    on `actors`. Returns its accuracy, UAR, confusion matrix and how it was made; with norm "speaker" also the
+    accuracy with each test clip standardised alone."""
     labels = list(features.EMOTIONS)
-    y = training.labels_of(clips)
-    results, confusion = [], np.zeros((len(labels), len(labels)), dtype=int)
-    for k, actors in enumerate(folds):
-        start = time.perf_counter()
-        side = training.speaker_split(clips, [f"ravdess-{a:02d}" for a in actors], seed=args.seed + k)
-        va, te = side == "val", side == "test"
-        fit = training.fit_split(X, clips, side, args, args.seed + k, copies)
-        model, best_epoch = fit.model, fit.best_epoch
-        ev = evaluate(model.predict(fit.inputs[te], batch_size=256, verbose=0), clips[te], labels)
-        confusion += np.array(ev["confusion_matrix"])
-        results.append({"actors": list(actors), "accuracy": ev["accuracy"], "uar": ev["uar"], "n": ev["n"],
-                        "best_epoch": int(best_epoch), "seconds": round(time.perf_counter() - start, 1),
-                        "val_speakers": sorted(set(clips.loc[va, "speaker"]))})
-        alone = ""
-        if args.norm == "speaker":  # the test actors were standardised by their own clips: also each clip alone
-            p = model.predict(features.standardise_per_clip(X[te]), batch_size=256, verbose=0)
-            results[-1]["accuracy_each_clip_alone"] = float((p.argmax(1) == y[te]).mean())
-            alone = f"  each clip alone {results[-1]['accuracy_each_clip_alone']:.3f}"
-        print(f"fold {k + 1} actors {actors}: accuracy {ev['accuracy']:.3f}  UAR {ev['uar']:.3f}{alone}  "
-              f"(best epoch {best_epoch}, {results[-1]['seconds']:.0f} s)", flush=True)
-    summary = {f"{name}_{stat}": float(getattr(np, stat)([f[name] for f in results]))
-               for name in ("accuracy", "uar", "accuracy_each_clip_alone") if name in results[0]
-               for stat in ("mean", "std")}
-    return {"folds": results, **summary, "confusion_matrix": confusion.tolist(), "labels": labels}
-
-
-def run_cross_validation(args) -> dict:
-    """The recipe in args cross-validated on args.data_dir over FOLD_SETS[args.folds]; prints the figures and
-    writes cv.json and confusion_matrix.png (summed over folds) into args.out. args: recipe options, data_dir,
-    corpora, folds, out, without_tess.
-
-    The "selection" folds leave the speaker-split test actors out of the data altogether.
-    """
     start = time.perf_counter()
+    side = training.speaker_split(clips, [f"ravdess-{a:02d}" for a in actors], seed=seed + k)
+    va, te = side == "val", side == "test"
+    fit = training.fit_split(X, clips, side, args, seed + k, copies)
+    ev = evaluate(fit.model.predict(fit.inputs[te], batch_size=256, verbose=0), clips[te], labels)
+    row = {"fold": k + 1, "seed": seed, "actors": list(actors), "accuracy": ev["accuracy"], "uar": ev["uar"],
+           "n": ev["n"], "best_epoch": int(fit.best_epoch), "val_speakers": sorted(set(clips.loc[va, "speaker"])),
+           "confusion_matrix": ev["confusion_matrix"]}
+    if args.norm == "speaker":  # the test actors were standardised by their own clips: also each clip alone
+        p = fit.model.predict(features.standardise_per_clip(X[te]), batch_size=256, verbose=0)
+        row["accuracy_each_clip_alone"] = float((p.argmax(1) == training.labels_of(clips[te])).mean())
+    row["seconds"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def fold_line(row: dict) -> str:
+    """A fold_result as one line of the terminal report."""
+    alone = f"  each clip alone {row['accuracy_each_clip_alone']:.3f}" if "accuracy_each_clip_alone" in row else ""
+    return (f"fold {row['fold']} seed {row['seed']} actors {tuple(row['actors'])}: accuracy {row['accuracy']:.3f}  "
+            f"UAR {row['uar']:.3f}{alone}  (best epoch {row['best_epoch']}, {row['seconds']:.0f} s)")
+
+
+def fold_summary(rows: list[dict]) -> dict:
+    """cv.json's figures of fold_results (any order, any seeds): the folds (sorted by seed and fold, without
+    their confusion matrices), the mean and std of each figure over all of them, each seed's means, and the
+    confusion matrix summed over all."""
+    rows = sorted(rows, key=lambda r: (r["seed"], r["fold"]))
+    names = [name for name in ("accuracy", "uar", "accuracy_each_clip_alone") if name in rows[0]]
+    seeds = sorted({r["seed"] for r in rows})
+    return {"folds": [{k: v for k, v in r.items() if k != "confusion_matrix"} for r in rows],
+            **{f"{name}_{stat}": float(getattr(np, stat)([r[name] for r in rows]))
+               for name in names for stat in ("mean", "std")},
+            "seeds": seeds,
+            "per_seed": [{"seed": s, **{f"{name}_mean": float(np.mean([r[name] for r in rows if r["seed"] == s]))
+                                        for name in names}} for s in seeds],
+            "confusion_matrix": np.sum([r["confusion_matrix"] for r in rows], axis=0).tolist(),
+            "labels": list(features.EMOTIONS)}
+
+
+def cross_validate(X: np.ndarray, clips: pd.DataFrame, args, folds=FOLDS, copies=(), seeds=None) -> dict:
+    """fold_summary of the recipe in args over folds of actors (fold_result), once per seed (default:
+    args.seed), in this process."""
+    rows = []
+    for seed in [args.seed] if seeds is None else seeds:
+        for k, actors in enumerate(folds):
+            rows.append(fold_result(X, clips, args, k, actors, seed, copies))
+            print(fold_line(rows[-1]), flush=True)
+    return fold_summary(rows)
+
+
+def cross_validation_data(args) -> tuple[np.ndarray, pd.DataFrame, list[np.ndarray]]:
+    """(features X, their index rows, the corrupted training copies) that run_cross_validation folds: the
+    recipe's features of args.data_dir; RAVDESS alone with args.without_tess; without the speaker-split test
+    actors for the "selection" folds, which leave them out of the data altogether."""
     X, clips = training.recipe_features(args)
     keep = np.ones(len(clips), dtype=bool)
     if args.without_tess:
@@ -327,13 +352,72 @@ def run_cross_validation(args) -> dict:
     if args.folds == "selection":
         keep &= ~clips["speaker"].isin(recipes.DEFAULT_TEST_SPEAKERS).to_numpy()
     copies = [c[keep] for c in training.corrupted_copies(X, clips, args)]
-    X, clips = X[keep], clips[keep].reset_index(drop=True)
-    result = cross_validate(X, clips, args, FOLD_SETS[args.folds], copies)
+    return X[keep], clips[keep].reset_index(drop=True), copies
+
+
+# On a Dask worker (cluster.py): each process reads the data once, and trains one fold at a time, with all
+# of its threads, since Keras' seeds and session are the process's.
+_ONE_FIT = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_data(options: str) -> tuple[np.ndarray, pd.DataFrame, list[np.ndarray], str]:
+    """cross_validation_data of the options (JSON of args), and what it printed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        data = cross_validation_data(argparse.Namespace(**json.loads(options)))
+    return (*data, printed.getvalue())
+
+
+def worker_prepare(options: str) -> str:
+    """On a worker: read the data (and fill the feature cache) before the folds start; returns what that
+    printed."""
+    return _worker_data(options)[3]
+
+
+def worker_fold(options: str, k: int, actors, seed: int) -> dict:
+    """fold_result on a worker, of the data and recipe in options (JSON of args)."""
+    X, clips, copies, _ = _worker_data(options)
+    with _ONE_FIT:
+        return fold_result(X, clips, argparse.Namespace(**json.loads(options)), k, actors, seed, copies)
+
+
+def cross_validate_on_cluster(client, args, folds, seeds) -> dict:
+    """cross_validate with every (fold, seed) a task on a Dask cluster; the workers read args.data_dir and
+    args.cache_dir at the paths this machine has (made absolute). One worker reads the data first, so that
+    a cold feature cache is filled once, not by every worker at the same time."""
+    import cluster
+    data_dirs = [os.path.abspath(d) for d in args.data_dir]
+    cluster.check_readable(client, data_dirs)
+    options = json.dumps({**vars(args), "data_dir": data_dirs, "cache_dir": os.path.abspath(args.cache_dir)},
+                         default=str)
+    print(cluster.submit(client, "evaluation.worker_prepare", options).result(), end="")
+    rows = []
+    tasks = [(options, k, actors, seed) for seed in seeds for k, actors in enumerate(folds)]
+    for row in cluster.results_as_completed(client, "evaluation.worker_fold", tasks):
+        rows.append(row)
+        print(fold_line(row), flush=True)
+    return fold_summary(rows)
+
+
+def run_cross_validation(args, client=None) -> dict:
+    """The recipe in args cross-validated on args.data_dir over FOLD_SETS[args.folds], once per seed in
+    args.seeds (default: args.seed), in this process or on a Dask client's cluster; prints the figures and
+    writes cv.json and confusion_matrix.png (summed over folds and seeds) into args.out. args: recipe
+    options, data_dir, corpora, folds, out, without_tess, seeds."""
+    start = time.perf_counter()
+    folds, seeds = FOLD_SETS[args.folds], args.seeds or [args.seed]
+    if client is None:
+        X, clips, copies = cross_validation_data(args)
+        result = cross_validate(X, clips, args, folds, copies, seeds)
+    else:
+        result = cross_validate_on_cluster(client, args, folds, seeds)
     result["recipe"] = recipes.recipe_record(args)
     result.update(folds_of=args.folds, without_tess=args.without_tess, seconds=round(time.perf_counter() - start, 1))
     alone = (f"; each clip standardised alone {result['accuracy_each_clip_alone_mean']:.3f} ± "
              f"{result['accuracy_each_clip_alone_std']:.3f}" if "accuracy_each_clip_alone_mean" in result else "")
-    print(f"{len(result['folds'])}-fold by actor ({args.folds}): accuracy {result['accuracy_mean']:.3f} ± "
+    runs = f", {len(seeds)} seeds" if len(seeds) > 1 else ""
+    print(f"{len(folds)}-fold by actor ({args.folds}{runs}): accuracy {result['accuracy_mean']:.3f} ± "
           f"{result['accuracy_std']:.3f}, UAR {result['uar_mean']:.3f} ± {result['uar_std']:.3f}{alone} "
           f"({result['seconds'] / 60:.1f} min)")
 
@@ -341,7 +425,7 @@ def run_cross_validation(args) -> dict:
     features.write_json(out / "cv.json", result)
     with features.atomic_output(out / "confusion_matrix.png") as tmp:
         plot_confusion_matrix(result["confusion_matrix"], result["labels"], tmp,
-                              title=f"{len(result['folds'])} folds by RAVDESS actor ({args.folds}), summed: accuracy "
+                              title=f"{len(folds)} folds by RAVDESS actor ({args.folds}{runs}), summed: accuracy "
                                     f"{result['accuracy_mean']:.3f} ± {result['accuracy_std']:.3f}")
     print(f"wrote {out / 'cv.json'} and {out / 'confusion_matrix.png'}")
     return result

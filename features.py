@@ -564,6 +564,12 @@ class Variant:
     function: object
 
 
+def extraction_threads() -> int:
+    """Threads to extract features on: every core, or a cluster worker's share of them (SER_THREADS, which
+    cluster.limit_threads sets)."""
+    return int(os.environ.get("SER_THREADS", 0)) or os.cpu_count() or 1
+
+
 def _features_or_reason(path: str, key: str | None, config: FeatureConfig, variant: Variant | None) -> np.ndarray | str:
     try:
         y = load_audio(path, config.sample_rate)
@@ -635,7 +641,7 @@ def load_features(clips: pd.DataFrame, config: FeatureConfig, cache_dir: str | P
     new, new_skips = {}, {}
     if todo:
         # Each thread runs its own FFTs; a multi-threaded BLAS underneath only fights them for cores.
-        with threadpool_limits(1), ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+        with threadpool_limits(1), ThreadPoolExecutor(workers or extraction_threads()) as pool:
             results = pool.map(_features_or_reason, [p for _, p in todo], [k for k, _ in todo], [config] * len(todo),
                                [variant] * len(todo))
             for (key, path), result in tqdm(zip(todo, results, strict=True), total=len(todo),

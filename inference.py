@@ -12,8 +12,6 @@ imported here; the model's own runtime (Keras, LiteRT, onnxruntime) comes with t
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -176,19 +174,6 @@ def expand_paths(args: list[str]) -> list[Path]:
         else:
             raise LiveError(f"no such file or folder: {arg}")
     return out
-
-
-def write_results(results: list[dict], labels: list[str], path: Path) -> None:
-    """Results as .json, or as .csv with one probability column per label."""
-    with features.atomic_output(path) as tmp:
-        if path.suffix.lower() == ".json":
-            tmp.write_text(json.dumps(results, indent=2))
-            return
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["path", "label", "windows", *labels])
-            for r in results:
-                w.writerow([r["path"], r["label"], r["windows"], *(f"{r['probabilities'][c]:.4f}" for c in labels)])
 
 
 # ---------------------------------------------------------------------------------------------

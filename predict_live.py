@@ -4,12 +4,17 @@
     python predict_live.py --list-devices
     python predict_live.py --device 3 --duration 30 --log live.csv
     python predict_live.py --file clip.wav other.flac folder/ --output results.csv
+    python predict_live.py --file archive/ --output results.parquet --scheduler tcp://10.0.0.5:8786
     python predict_live.py --tflite            # the model exported by export_model.py, through LiteRT
 
 Live: every --hop seconds the last window (the model's own length) is classified. The
 device is opened at its own default rate and resampled to the model's in software, with
 the same feature code as training. Windows whose loudest 0.5 s is below --silence-db
 show "silence".
+
+Files: with --output, each partition of files is saved as it finishes, and a second run with
+the same --output skips the files already in it. --scheduler runs the partitions on a Dask
+cluster (or on local:N worker processes) that sees the files at the same paths.
 """
 import argparse
 import csv
@@ -34,11 +39,11 @@ from inference import (
     LiveError,
     ModelFileError,
     Predictor,
-    classify_files,
     expand_paths,
-    write_results,
 )
-from recipes import output_file
+from recipes import add_scheduler_arguments, output_file
+
+OUTPUT_SUFFIXES = (".csv", ".json", ".parquet")
 
 
 class RingBuffer:
@@ -227,7 +232,9 @@ def main(argv=None):
                    help="weight of past hops in the shown probabilities, 0 = raw (default 0.5)")
     p.add_argument("--log", type=output_file, help="write a CSV row per hop")
     p.add_argument("--file", nargs="+", help="classify these files and folders instead of listening")
-    p.add_argument("--output", type=output_file, help="with --file: write results as .csv or .json")
+    p.add_argument("--output", type=results_file,
+                   help="with --file: write results as .csv, .json or .parquet; files already in it are skipped")
+    add_scheduler_arguments(p, "with --file: classify")
     runtime = p.add_mutually_exclusive_group()
     runtime.add_argument("--tflite", nargs="?", type=Path, const=TFLITE_FILE, metavar="FILE",
                          help="run the exported TFLite model through LiteRT instead of Keras "
@@ -238,7 +245,14 @@ def main(argv=None):
     logging.basicConfig(format="%(message)s")  # warnings only: libraries log at INFO on their first run
     if not 0 <= args.smoothing < 1:
         p.error("--smoothing must be in [0, 1)")
+    if args.scheduler and not args.file:
+        p.error("--scheduler needs --file")
     import model as models  # once the arguments are good: TensorFlow takes seconds to load
+    errors = (LiveError, models.ModelDirError, ModelFileError)
+    if args.file:
+        import batch
+        import cluster
+        errors += (batch.ResultsFileError, cluster.ClusterError)
     try:
         if args.list_devices:
             print(import_sounddevice().query_devices())
@@ -248,33 +262,57 @@ def main(argv=None):
         sd = import_sounddevice()
         info = input_device(sd, args.device)  # before the model loads, so a bad device fails fast
         return run_live(args, sd, info, load_predictor(args))
-    except (LiveError, models.ModelDirError, ModelFileError) as e:
+    except errors as e:
         sys.exit(f"error: {e}")
 
 
-def load_predictor(args) -> Predictor:
-    """The Predictor of --model-dir, run by Keras or the runtime that --tflite/--onnx name.
+def results_file(text: str) -> Path:
+    """argparse type: an output_file whose suffix says its format."""
+    path = output_file(text)
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{path.name}: name a {', '.join(OUTPUT_SUFFIXES)} file")
+    return path
 
-    A bare file name is looked for in --model-dir; a path with folders is taken as given."""
+
+def load_predictor(args) -> Predictor:
+    """The Predictor of --model-dir, run by Keras or the runtime that --tflite/--onnx name (exported_file)."""
     import model as models
+    return Predictor(models.load_model_dir(args.model_dir), exported_file(args))
+
+
+def exported_file(args) -> Path | None:
+    """The exported model that --tflite/--onnx name: a bare file name is in --model-dir, a path is as given."""
     exported = args.tflite or args.onnx
     if exported is not None and exported.parent == Path("."):
         exported = Path(args.model_dir) / exported
-    return Predictor(models.load_model_dir(args.model_dir), exported)
+    return exported
 
 
-def run_files(args, predictor: Predictor) -> list[dict]:
-    results, skipped = classify_files(expand_paths(args.file), predictor)
-    width = max([len(r["path"]) for r in results] + [4])
-    print(f"{'file':{width}}  {'emotion':9}  p")
-    for r in results:
-        print(f"{r['path']:{width}}  {r['label']:9}  {r['probabilities'][r['label']]:.2f}")
+def run_files(args, predictor: Predictor):
+    """Classify --file's files (batch.classify_many) and print a line per file, or, on a cluster, a summary.
+    Returns the results table."""
+    import batch
+    import cluster
+    paths = expand_paths(args.file)
+    client = cluster.connect(args.scheduler, args.scheduler_timeout) if args.scheduler else None
+    try:
+        table, skipped = batch.classify_many(paths, predictor, args.model_dir, exported_file(args), args.output,
+                                             client)
+    finally:
+        if client is not None:
+            client.close()
+    if client is None:
+        width = max([len(p) for p in table["path"]] + [4])
+        print(f"{'file':{width}}  {'emotion':9}  p")
+        for path, label, p in zip(table["path"], table["label"], table[predictor.labels].max(axis=1), strict=True):
+            print(f"{path:{width}}  {label:9}  {p:.2f}")
+    else:
+        print(f"classified {len(table)} of {len(paths)} files on {args.scheduler}")
     for path, reason in skipped:
         print(f"skipped {path}: {reason}")
     if args.output:
-        write_results(results, predictor.labels, args.output)
         print(f"wrote {args.output}")
-    return results
+    return table
 
 
 if __name__ == "__main__":

@@ -84,7 +84,34 @@ def add_cross_validation_arguments(p: argparse.ArgumentParser) -> None:
                         "recipes by; published: the 5 folds of published work over all 24 actors, to compare with "
                         "papers")
     p.add_argument("--without-tess", action="store_true", help="train on RAVDESS alone")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="run the folds once per seed (fold k of seed s trains with seed s + k), and report the "
+                        "mean and std over all folds and seeds (default: --seed alone)")
     p.add_argument("--out", default="results/speakers")
+
+
+SCHEDULER_TIMEOUT_S = 10.0  # how long a Dask scheduler, and its first worker, may take to answer
+
+
+def scheduler_address(text: str) -> str:
+    """argparse type: "local:N" (N at least 1), or a Dask scheduler's address such as tcp://host:8786."""
+    if text.startswith("local:"):
+        n = text.removeprefix("local:")
+        if not n.isdigit() or int(n) < 1:
+            raise argparse.ArgumentTypeError(f"local:N needs a number of workers of at least 1, not {n!r}")
+    elif ":" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither local:N nor a scheduler address such as "
+                                         f"tcp://host:8786")
+    return text
+
+
+def add_scheduler_arguments(p: argparse.ArgumentParser, job: str) -> None:
+    """--scheduler and --scheduler-timeout: run `job` on a Dask cluster (cluster.py)."""
+    p.add_argument("--scheduler", type=scheduler_address, metavar="ADDRESS",
+                   help=f"{job} on the Dask cluster of this scheduler (tcp://host:8786), or on local:N, N worker "
+                        f"processes on this machine (default: in this process)")
+    p.add_argument("--scheduler-timeout", type=float, default=SCHEDULER_TIMEOUT_S, metavar="S",
+                   help=f"seconds to wait for the scheduler and its first worker (default {SCHEDULER_TIMEOUT_S:g})")
 
 
 def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) -> None:

@@ -378,18 +378,9 @@ def test_evaluate_speakers_needs_the_fold_actors(small_corpus, tmp_path):
         "error: test speakers ['ravdess-11', 'ravdess-12'] are not in the data")
 
 
-def test_cross_validation_runs_every_fold_on_unseen_actors(datasets, tmp_path):
+def test_cross_validation_runs_every_fold_on_unseen_actors(sparse_corpus, tmp_path):
     import evaluate_speakers
-    corpus = tmp_path / "corpus"
-    for actor in range(1, 25):
-        folder = corpus / "ravdess" / f"Actor_{actor:02d}"
-        folder.mkdir(parents=True)
-        for clip in sorted((datasets / "ravdess" / folder.name).iterdir())[::10]:
-            (folder / clip.name).symlink_to(clip)
-    (corpus / "tess").mkdir()
-    for clip in sorted((datasets / "tess" / "OAF_sad").iterdir())[:10]:
-        (corpus / "tess" / clip.name).symlink_to(clip)
-    result = evaluate_speakers.main(["--data-dir", str(corpus), "--cache-dir", str(tmp_path / "cache"),
+    result = evaluate_speakers.main(["--data-dir", str(sparse_corpus), "--cache-dir", str(tmp_path / "cache"),
                                      "--out", str(tmp_path / "cv"), "--epochs", "1", "--model", "pooled"])
     saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert saved == json.loads(json.dumps(result))

@@ -1,0 +1,199 @@
+"""Classifying many files (predict_live.py --file): in partitions, each saved as it finishes so that a run that
+stops can be resumed, in this process or on a Dask cluster (cluster.py).
+
+    predictor = inference.Predictor(model.load_model_dir("models/latest"))
+    table, skipped = batch.classify_many(paths, predictor, "models/latest", output=Path("results.parquet"))
+
+`table` has a row per classified file: path, label, windows and a probability per label, as
+inference.classify_files gives them. With an output file, the rows of each partition go to
+`<output>.parts/` as it finishes; at the end they are merged into the output with the rows it already had,
+and a second run with the same output skips every file already in either.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+import features
+import inference
+
+PARTITION_FILES = 50  # files per task: enough to hide a task's overhead, few enough to spread over workers
+OUTPUT_SUFFIXES = (".csv", ".json", ".parquet")
+
+
+class ResultsFileError(Exception):
+    """An --output file that exists but is not a results table of this model."""
+
+
+def partitions(paths: list[str], norm: str) -> list[list[str]]:
+    """Groups of paths to classify together: PARTITION_FILES at a time, or, for a speaker-normalised model,
+    every file of one speaker (inference.speaker_of) in one group, since they are standardised together."""
+    if norm != "speaker":
+        return [paths[i:i + PARTITION_FILES] for i in range(0, len(paths), PARTITION_FILES)]
+    groups: dict[str, list[str]] = {}
+    for path in paths:
+        groups.setdefault(inference.speaker_of(Path(path)), []).append(path)
+    return list(groups.values())
+
+
+def results_table(results: list[dict], labels: list[str]) -> pd.DataFrame:
+    """inference.classify_files results as a table: path, label, windows, then a probability column per label."""
+    return pd.DataFrame({"path": [r["path"] for r in results], "label": [r["label"] for r in results],
+                         "windows": [r["windows"] for r in results],
+                         **{c: [r["probabilities"][c] for r in results] for c in labels}})
+
+
+# ---------------------------------------------------------------------------------------------
+# On a worker: one model per process
+
+
+@functools.lru_cache(maxsize=2)
+def _process_predictor(model_dir: str, exported: str | None) -> inference.Predictor:
+    import model as models
+    predictor = inference.Predictor(models.load_model_dir(model_dir), Path(exported) if exported else None)
+    # A worker may run several partitions at once on its threads; LiteRT's interpreter is not safe to share,
+    # and Keras builds its predict function on the first call.
+    run, lock = predictor.run, threading.Lock()
+
+    def locked(X):
+        with lock:
+            return run(X)
+
+    predictor.run = locked
+    return predictor
+
+
+_LOADING = threading.Lock()
+
+
+def classify_partition(model_dir: str, exported: str | None, paths: list[str]) -> tuple[pd.DataFrame, list]:
+    """(results_table, skips as (path, reason)) of files, by the model in model_dir (or its exported file),
+    which each process loads once."""
+    with _LOADING:
+        predictor = _process_predictor(model_dir, exported)
+    results, skipped = inference.classify_files([Path(p) for p in paths], predictor)
+    return results_table(results, predictor.labels), skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# Results files
+
+
+def read_results(path: Path, labels: list[str]) -> pd.DataFrame:
+    """A results file written by write_results (.csv, .json or .parquet) as a results_table. Raises
+    ResultsFileError if it is not one of a model with these labels."""
+    try:
+        if path.suffix == ".json":
+            table = results_table(json.loads(path.read_text()), labels)  # the records are classify_files
+        else:
+            table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except Exception as e:  # noqa: BLE001 - any reader's failure means the same thing here
+        raise ResultsFileError(f"{path} exists but is not a results file ({type(e).__name__}: {e}); "
+                               f"move it away or choose another --output") from None
+    expected = ["path", "label", "windows", *labels]
+    if list(table.columns) != expected:
+        raise ResultsFileError(f"{path} exists but its columns are not this model's ({', '.join(expected)}); "
+                               f"move it away or choose another --output")
+    return table
+
+
+def write_results(table: pd.DataFrame, path: Path) -> None:
+    """A results_table as .csv (probabilities to 4 decimals), .parquet, or .json (a record per file with a
+    "probabilities" mapping), written atomically."""
+    labels = list(table.columns[3:])
+    with features.atomic_output(path) as tmp:
+        if path.suffix == ".parquet":
+            table.to_parquet(tmp, index=False)
+        elif path.suffix == ".json":
+            records = [{"path": r.path, "label": r.label, "probabilities": dict(zip(labels, map(float, r[3:]),
+                                                                                    strict=True)),
+                        "windows": int(r.windows)} for r in table.itertuples(index=False)]
+            tmp.write_text(json.dumps(records, indent=2))
+        else:
+            table.to_csv(tmp, index=False, float_format="%.4f")
+
+
+def parts_folder(output: Path) -> Path:
+    """Where the partitions of a run writing `output` are kept until they are merged into it."""
+    return output.with_name(output.name + ".parts")
+
+
+def finished_rows(output: Path, labels: list[str]) -> pd.DataFrame:
+    """The rows already in output and in its parts folder (a run that stopped before merging)."""
+    tables = [read_results(output, labels)] if output.exists() else []
+    parts = parts_folder(output)
+    tables += [pd.read_parquet(p) for p in sorted(parts.glob("*.parquet"))] if parts.is_dir() else []
+    return (pd.concat(tables, ignore_index=True).drop_duplicates("path") if tables
+            else results_table([], labels))
+
+
+def write_part(output: Path, table: pd.DataFrame) -> None:
+    """A finished partition's rows, saved in parts_folder(output) until the run merges them into output."""
+    folder = parts_folder(output)
+    folder.mkdir(exist_ok=True)
+    with features.atomic_output(folder / f"{time.time_ns()}-{os.getpid()}.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The job
+
+
+def classify_many(paths: list[Path], predictor: inference.Predictor, model_dir: str | Path,
+                  exported: Path | None = None, output: Path | None = None,
+                  client=None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """(results_table of paths, one row per file in their order, and (path, reason) of the files skipped).
+
+    predictor: the model of model_dir (run by its exported file, if given), which classifies in this process
+    when client is None; with a distributed.Client the partitions run on its workers, which load model_dir
+    themselves, once per process, and read the files at their absolute paths. With an output file, files
+    already in it (or in its parts) are not classified again, and every row, old and new, ends up in it.
+    A bar on a terminal's stderr counts files done.
+    """
+    absolute = {}  # one row per file, however many ways it was named
+    for path in paths:
+        absolute.setdefault(os.path.abspath(path), str(path))
+    named = {name: a for a, name in absolute.items()}
+    done = finished_rows(output, predictor.labels) if output else results_table([], predictor.labels)
+    todo = [name for name in named if name not in set(done["path"])]
+    groups = [[named[n] for n in group] for group in partitions(todo, predictor.norm)]
+    if client is None:
+        def classify(group):
+            results, skipped = inference.classify_files([Path(p) for p in group], predictor)
+            return results_table(results, predictor.labels), skipped
+        finished = map(classify, groups)
+    else:
+        import cluster  # Dask, only for a cluster
+        model_path = os.path.abspath(model_dir)
+        exported_path = os.path.abspath(exported) if exported else None
+        cluster.check_readable(client, [model_path, *([exported_path] if exported_path else []),
+                                        *sorted({os.path.dirname(a) for g in groups for a in g})])
+        finished = cluster.results_as_completed(client, "batch.classify_partition",
+                                                [(model_path, exported_path, g) for g in groups])
+    tables, skipped = [done], []
+    with tqdm(total=len(todo), unit="file", desc="classifying", disable=None) as bar:
+        for table, skips in finished:
+            table["path"] = table["path"].map(absolute)
+            if output:
+                write_part(output, table)
+            tables.append(table)
+            skipped += [(absolute[p], reason) for p, reason in skips]
+            bar.update(len(table) + len(skips))
+    order = {name: i for i, name in enumerate(named)}
+    # Rows of files outside this run first, as they were; then this run's files in the order given.
+    every = pd.concat(tables, ignore_index=True)
+    every = every.iloc[np.argsort(every["path"].map(order).fillna(-1).to_numpy(), kind="stable")]
+    if output:
+        write_results(every, output)
+        shutil.rmtree(parts_folder(output), ignore_errors=True)
+    return (every[every["path"].isin(order)].reset_index(drop=True),
+            sorted(skipped, key=lambda s: order[s[0]]))
