@@ -27,7 +27,7 @@ import features
 import inference
 
 PARTITION_FILES = 50  # files per task: enough to hide a task's overhead, few enough to spread over workers
-OUTPUT_SUFFIXES = (".csv", ".json", ".parquet")
+OUTPUT_SUFFIXES = (".csv", ".json", ".parquet")  # what write_results writes
 
 
 class ResultsFileError(Exception):
@@ -80,6 +80,11 @@ def classify_partition(model_dir: str, exported: str | None, paths: list[str]) -
     which each process loads once."""
     with _LOADING:
         predictor = _process_predictor(model_dir, exported)
+    return classified(paths, predictor)
+
+
+def classified(paths: list[str], predictor: inference.Predictor) -> tuple[pd.DataFrame, list]:
+    """(results_table, skips as (path, reason)) of files, by a predictor (inference.classify_files)."""
     results, skipped = inference.classify_files([Path(p) for p in paths], predictor)
     return results_table(results, predictor.labels), skipped
 
@@ -167,10 +172,7 @@ def classify_many(paths: list[Path], predictor: inference.Predictor, model_dir: 
     todo = [name for name in named if name not in set(done["path"])]
     groups = [[named[n] for n in group] for group in partitions(todo, predictor.norm)]
     if client is None:
-        def classify(group):
-            results, skipped = inference.classify_files([Path(p) for p in group], predictor)
-            return results_table(results, predictor.labels), skipped
-        finished = map(classify, groups)
+        finished = (classified(group, predictor) for group in groups)
     else:
         import cluster  # Dask, only for a cluster
         model_path = os.path.abspath(model_dir)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from batch import OUTPUT_SUFFIXES
 from inference import (
     DEFAULT_HOP_S,
     DEFAULT_SILENCE_DB,
@@ -42,8 +43,6 @@ from inference import (
     expand_paths,
 )
 from recipes import add_scheduler_arguments, output_file
-
-OUTPUT_SUFFIXES = (".csv", ".json", ".parquet")
 
 
 class RingBuffer:
