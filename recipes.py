@@ -13,11 +13,11 @@ RECIPES = {
     # The seed's recipe exactly: its CNN on untrimmed MFCCs, Adam at 1e-3, nothing else.
     "reference": {"model": "seed", "trim_db": None, "n_mfcc": 13, "deltas": False, "norm": "none",
                   "augment": False, "lr_schedule": "constant", "label_smoothing": 0.0, "class_weights": False,
-                  "balance": "none", "copies": 0},
+                  "balance": "none", "copies": 0, "epoch_copies": "all"},
     # The most robust on speakers never heard without losing on clean speech (README, Results).
     "pooled": {"model": "pooled", "trim_db": 30.0, "n_mfcc": 13, "deltas": True, "norm": "clip",
                "augment": True, "lr_schedule": "cosine", "label_smoothing": 0.0, "class_weights": False,
-               "balance": "none", "copies": 1},
+               "balance": "none", "copies": 1, "epoch_copies": "all"},
 }
 DEFAULT_RECIPE = "pooled"
 NORMS = ("none", "clip", "speaker")  # how features are standardised: features.normalised
@@ -150,6 +150,10 @@ def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) ->
     p.add_argument("--copies", type=non_negative_int, **given,
                    help="train also on this many corrupted copies of each training clip (noise, rooms, telephone, "
                         "codecs, level: augment.training_corruption), made once and cached")
+    p.add_argument("--epoch-copies", choices=["all", "one"], **given,
+                   help="all: every epoch trains on each clip and on all its copies; one: every epoch trains on "
+                        "each clip once, as itself or as one of its copies, drawn afresh (an epoch as short as "
+                        "without copies)")
     p.add_argument("--epochs", type=positive_int, default=50)
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--seed", type=int, default=0, help="fixes the split and the initial weights")
@@ -181,7 +185,8 @@ def training_options(args) -> dict:
     """The recipe options that concern training alone."""
     return {"augment": args.augment, "epochs": args.epochs, "batch_size": args.batch_size,
             "lr_schedule": args.lr_schedule, "label_smoothing": args.label_smoothing,
-            "class_weights": args.class_weights, "balance": args.balance, "copies": args.copies, "seed": args.seed}
+            "class_weights": args.class_weights, "balance": args.balance, "copies": args.copies,
+            "epoch_copies": args.epoch_copies, "seed": args.seed}
 
 
 def recipe_record(args) -> dict:

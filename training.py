@@ -181,11 +181,14 @@ def fit_split(X: np.ndarray, clips: pd.DataFrame, side: np.ndarray, args, seed: 
     inputs, statistics = normalised_split(X, clips, side, args.norm)
     y, tr, va = labels_of(clips), side == "train", side == "val"
     speakers = clips["speaker"].to_numpy()[tr]
-    X_train = [inputs[tr]] + [features.normalised(c[tr], speakers, args.norm) for c in copies]
+    versions = [inputs[tr]] + [features.normalised(c[tr], speakers, args.norm) for c in copies]
     weights = balance_weights(clips[tr], args.balance)
-    model, history, best_epoch = train(np.concatenate(X_train), np.tile(y[tr], len(X_train)), inputs[va], y[va],
-                                       args, seed, verbose,
-                                       None if weights is None else np.tile(weights, len(X_train)))
+    if args.epoch_copies == "one" and copies:
+        X_train, y_train = np.stack(versions, axis=1), y[tr]
+    else:
+        X_train, y_train = np.concatenate(versions), np.tile(y[tr], len(versions))
+        weights = None if weights is None else np.tile(weights, len(versions))
+    model, history, best_epoch = train(X_train, y_train, inputs[va], y[va], args, seed, verbose, weights)
     return Fit(model, history, best_epoch, inputs, statistics)
 
 
@@ -227,14 +230,28 @@ def spec_augment(X, max_shift: int = 16, max_time_mask: int = 16, max_feature_ma
     return tf.where(mask, tf.reduce_mean(shifted, axis=1, keepdims=True), shifted)
 
 
-def augmented_batches(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
-                      sample_weight: np.ndarray | None = None) -> tf.data.Dataset:
-    """Batches of (X, y) or (X, y, sample_weight), reshuffled and passed through spec_augment afresh every epoch."""
+def one_version(X):
+    """Of a batch X (clips, versions, frames, features), one version of each clip drawn at random, as TensorFlow
+    ops: (clips, frames, features)."""
+    n, versions = tf.shape(X)[0], tf.shape(X)[1]
+    return tf.gather(X, tf.random.uniform([n], 0, versions, dtype=tf.int32), batch_dims=1)
+
+
+def training_batches(X: np.ndarray, y: np.ndarray, batch_size: int, seed: int, sample_weight: np.ndarray | None = None,
+                     augment: bool = True) -> tf.data.Dataset:
+    """Batches of (X, y) or (X, y, sample_weight), reshuffled every epoch and, with augment, passed through
+    spec_augment afresh. X is (clips, frames, features), or (clips, versions, frames, features) to train on
+    one version of each clip per epoch, drawn afresh (one_version)."""
     tensors = (X, y) if sample_weight is None else (X, y, sample_weight)
+
+    def variant(x):
+        x = one_version(x) if X.ndim == 4 else x
+        return spec_augment(x) if augment else x
+
     return (tf.data.Dataset.from_tensor_slices(tensors)
             .shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
             .batch(batch_size)
-            .map(lambda x, *rest: (spec_augment(x), *rest), num_parallel_calls=tf.data.AUTOTUNE)
+            .map(lambda x, *rest: (variant(x), *rest), num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 
 
@@ -252,13 +269,16 @@ def balance_weights(clips: pd.DataFrame, by: str) -> np.ndarray | None:
 def train(X_train, y_train, X_val, y_val, recipe, seed: int, verbose: int | None = None, sample_weight=None):
     """Fit models.MODELS[recipe.model] as the recipe (the options of recipes.add_recipe_arguments) says.
 
+    X_train: (clips, frames, features), or (clips, versions, frames, features) to train on one version of each
+    clip per epoch (training_batches).
     Returns (model with the best epoch's weights, history table, best epoch, counted from 1).
     verbose: Keras' fit verbosity; default a progress bar on a terminal, a line per epoch elsewhere.
     sample_weight: a weight (n,) per training clip (balance_weights), or None.
     """
     models.keras.utils.set_random_seed(seed)
-    model = models.MODELS[recipe.model](X_train.shape[1:], len(features.EMOTIONS),
-                                        normalizer=models.feature_normalizer(X_train))
+    frames = X_train.reshape(-1, *X_train.shape[-2:])
+    model = models.MODELS[recipe.model](frames.shape[1:], len(features.EMOTIONS),
+                                        normalizer=models.feature_normalizer(frames))
     steps = -(-len(y_train) // recipe.batch_size)
     learning_rate = (models.keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=recipe.epochs * steps)
                      if recipe.lr_schedule == "cosine" else 1e-3)
@@ -268,9 +288,9 @@ def train(X_train, y_train, X_val, y_val, recipe, seed: int, verbose: int | None
     if class_weight is not None and sample_weight is not None:  # Keras takes one or the other: their product
         sample_weight = (sample_weight * np.array([class_weight[c] for c in y_train])).astype("float32")
         class_weight = None
-    data = ({"x": augmented_batches(X_train, onehot[y_train], recipe.batch_size, seed, sample_weight),
+    data = ({"x": training_batches(X_train, onehot[y_train], recipe.batch_size, seed, sample_weight, recipe.augment),
              "shuffle": False}
-            if recipe.augment else
+            if recipe.augment or X_train.ndim == 4 else
             {"x": X_train, "y": onehot[y_train], "batch_size": recipe.batch_size, "sample_weight": sample_weight})
     # Patience of every epoch: it never stops early, it only keeps the best epoch's weights.
     best = models.keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=recipe.epochs,

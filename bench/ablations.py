@@ -87,12 +87,12 @@ def mixup(x, y, alpha: float):
 
 
 def with_mixup(alpha: float):
-    """training.augmented_batches with mixup after its masks."""
-    masked = training.augmented_batches
+    """training.training_batches with mixup after its masks."""
+    masked = training.training_batches
 
-    def batches(X, y, batch_size, seed):
-        return masked(X, y, batch_size, seed).map(lambda x, label: mixup(x, label, alpha),
-                                                  num_parallel_calls=tf.data.AUTOTUNE)
+    def batches(X, y, batch_size, seed, *rest):
+        return masked(X, y, batch_size, seed, *rest).map(lambda x, label: mixup(x, label, alpha),
+                                                         num_parallel_calls=tf.data.AUTOTUNE)
     return batches
 
 
@@ -138,7 +138,7 @@ def main():
             print(f"{name:10} {ms:.2f} ms median per model call")
         return
     if args.mixup:
-        training.augmented_batches = with_mixup(args.mixup)
+        training.training_batches = with_mixup(args.mixup)
     if args.ensemble > 1:
         training.train = with_ensemble(args.ensemble)
     models.MODELS.update(VARIANTS)

@@ -346,10 +346,10 @@ def test_augmentation_changes_the_signal_but_not_shape_or_label(datasets):
         np.testing.assert_allclose(out[changed], np.broadcast_to(original.mean(axis=0), out.shape)[changed], rtol=1e-5)
 
 
-def test_augmented_batches_keep_labels_with_their_clips_and_reshuffle():
+def test_training_batches_keep_labels_with_their_clips_and_reshuffle():
     X = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((10, 130, 13), np.float32)
     y = np.arange(10)
-    batches = training.augmented_batches(X, y, batch_size=4, seed=0)
+    batches = training.training_batches(X, y, batch_size=4, seed=0)
     orders = []
     for _ in range(2):
         seen = []
@@ -360,6 +360,41 @@ def test_augmented_batches_keep_labels_with_their_clips_and_reshuffle():
         assert sorted(seen) == list(range(10)) and [len(b) for b, _ in batches] == [4, 4, 2]
         orders.append(seen)
     assert orders[0] != orders[1]  # a new order each epoch
+
+
+def test_training_batches_draw_one_version_of_each_clip_afresh_each_epoch():
+    """With --epoch-copies one, X is (clips, versions, frames, features): every epoch holds each clip once, as
+    one of its versions, and the versions drawn change from one epoch to the next."""
+    clip, version = np.meshgrid(np.arange(40), np.arange(3), indexing="ij")
+    X = (clip * 10 + version).astype(np.float32)[:, :, None, None] * np.ones((1, 1, 130, 13), np.float32)
+    batches = training.training_batches(X, np.arange(40), batch_size=8, seed=0, augment=False)
+    drawn = []
+    for _ in range(2):
+        epoch = {}
+        for xb, yb in batches:
+            assert xb.shape[1:] == (130, 13)
+            values = xb.numpy()[:, 0, 0]
+            assert np.array_equal(values // 10, yb.numpy())  # a version of the clip of its own label
+            epoch.update(zip(yb.numpy().tolist(), (values % 10).astype(int).tolist(), strict=True))
+        assert sorted(epoch) == list(range(40))
+        assert set(epoch.values()) == {0, 1, 2}
+        drawn.append([epoch[c] for c in range(40)])
+    assert drawn[0] != drawn[1]
+
+
+def test_epoch_copies_one_trains_epochs_as_short_as_without_copies(small_corpus, tmp_path):
+    clips = F.index_corpus(small_corpus)[0]
+    args = recipe_options("--copies", "2", "--epochs", "1", "--cache-dir", str(tmp_path))
+    X = F.load_features(clips, recipes.recipe_config(args), tmp_path).X
+    side = training.speaker_split(clips, sorted(clips["speaker"].unique())[:1], seed=0)
+    copies = training.corrupted_copies(X, clips, args)
+    steps = {}
+    for mode in ("all", "one"):
+        args.epoch_copies = mode
+        fit = training.fit_split(X, clips, side, args, seed=0, copies=copies)
+        steps[mode] = fit.model.optimizer.iterations.numpy()
+    assert steps["one"] == -(-(side == "train").sum() // args.batch_size)
+    assert steps["all"] == -(-3 * (side == "train").sum() // args.batch_size)
 
 
 def test_cross_validation_folds_cover_every_actor_once():
@@ -486,12 +521,12 @@ def test_corrupted_copies_differ_per_clip_and_are_cached(small_corpus, tmp_path)
     assert training.corrupted_copies(X, clips, recipe_options("--copies", "0")) == []
 
 
-def test_augment_option_trains_on_augmented_batches(datasets):
+def test_augment_option_trains_on_training_batches(datasets):
     """--augment feeds spec_augment's batches to the fit: the batches differ from the clips, and so does training."""
     clips, _ = F.index_corpus(datasets)
     subset = clips.groupby("emotion").head(4).reset_index(drop=True)
     X, y = F.load_features(subset, F.FeatureConfig(), cache_dir=None).X, training.labels_of(subset)
-    (xb, yb), = training.augmented_batches(X, np.eye(8)[y], batch_size=len(X), seed=0).take(1)
+    (xb, yb), = training.training_batches(X, np.eye(8)[y], batch_size=len(X), seed=0).take(1)
     rows = {tuple(np.eye(8)[c]) for c in y}
     assert {tuple(r) for r in yb.numpy()} <= rows
     assert not any(np.array_equal(a, x) for a in xb.numpy() for x in X)  # no clip passes unchanged
