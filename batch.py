@@ -169,7 +169,8 @@ def classify_many(paths: list[Path], predictor: inference.Predictor, model_dir: 
         absolute.setdefault(os.path.abspath(path), str(path))
     named = {name: a for a, name in absolute.items()}
     done = finished_rows(output, predictor.labels) if output else results_table([], predictor.labels)
-    todo = [name for name in named if name not in set(done["path"])]
+    already = set(done["path"])
+    todo = [name for name in named if name not in already]
     groups = [[named[n] for n in group] for group in partitions(todo, predictor.norm)]
     if client is None:
         finished = (classified(group, predictor) for group in groups)
