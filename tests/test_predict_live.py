@@ -61,37 +61,51 @@ def pulse(tmp_path_factory):
     log.close()
 
 
-def simulated_stream_label(y: np.ndarray, predictor, offset_s: float) -> str:
-    """The label with the highest mean probability over the non-silent hops of a stream that plays y
+def simulated_stream_probabilities(y: np.ndarray, predictor, offset_s: float) -> np.ndarray:
+    """Mean class probabilities, shape (n_classes,), over the non-silent hops of a stream that plays y
     (at 22,050 Hz) after 1.5 + offset_s seconds of silence, computed offline with the live code."""
     classify = inference.LiveClassifier(predictor, 22050, smoothing=0)
     stream = np.concatenate([np.zeros(round((1.5 + offset_s) * 22050), np.float32), y,
                              np.zeros(4 * 22050, np.float32)])
     hops = [classify(stream[end - classify.window_samples:end], 0.0)
             for end in range(classify.window_samples, len(stream) + 1, classify.hop_samples)]
-    return predictor.labels[int(np.mean([h.probabilities for h in hops if h.probabilities is not None], 0).argmax())]
+    return np.mean([h.probabilities for h in hops if h.probabilities is not None], 0)
+
+
+def angry_margin(probabilities: np.ndarray, labels: list[str]) -> float:
+    """How far the mean probability of angry lies above that of the likeliest other class."""
+    angry = labels.index("angry")
+    return float(probabilities[angry] - np.delete(probabilities, angry).max())
+
+
+MIN_MARGIN = 0.3
 
 
 @pytest.fixture(scope="module")
 def stable_clip(full_model, datasets):
-    """A real angry clip of the model's test split that --file labels angry, and the live code too at every
-    sub-hop start offset.
+    """The real angry clip of the model's test split that --file labels angry and the live code labels
+    angry by the widest margin, at its worst sub-hop start offset.
 
-    A stream sees a clip at offsets --file never does, and (with speaker normalisation) through
-    running statistics of the session; the seed CNN is not even shift-invariant. A clip whose
-    label depends on neither tests the audio path itself: device, resampling, ring buffer, gate
-    and model, end to end.
+    A stream sees a clip at offsets --file never does, and through PulseAudio's resampler rather than
+    ours; the seed CNN is not even shift-invariant. A clip whose label depends on neither tests the audio
+    path itself: device, resampling, ring buffer, gate and model, end to end. A first clip that merely
+    passed offline once lost to fearful on a CI machine, hence the margin.
     """
     saved = models.load_model_dir(full_model[0])
     predictor, held_out = inference.Predictor(saved), set(saved.metadata["split"]["test"])
+    margins = {}
     for candidate in filter(held_out.__contains__, CLIP_CANDIDATES):
         path = datasets / candidate
         (result,), _ = inference.classify_files([path], predictor)
-        y = F.load_audio(path, 22050)
-        if result["label"] == "angry" and all(simulated_stream_label(y, predictor, o) == "angry"
-                                              for o in (0, 0.1, 0.2, 0.3, 0.4)):
-            return str(path)
-    pytest.fail("no angry test clip is labelled angry by --file and at every stream offset")
+        if result["label"] == "angry":
+            y = F.load_audio(path, 22050)
+            margins[path] = min(angry_margin(simulated_stream_probabilities(y, predictor, offset), predictor.labels)
+                                for offset in (0, 0.1, 0.2, 0.3, 0.4))
+    best = max(margins, key=margins.get, default=None)
+    if best is None or margins[best] < MIN_MARGIN:
+        pytest.fail(f"no angry test clip is labelled angry by --file and by {MIN_MARGIN} at every stream offset "
+                    f"(best: {max(margins.values(), default=None)})")
+    return str(best)
 
 
 @pytest.mark.parametrize("runtime", [[], ["--tflite"]], ids=["keras", "tflite"])
@@ -133,8 +147,8 @@ def test_live_hears_a_clip_played_into_the_microphone(pulse, full_model, stable_
     assert hops.loc[first:last, list(F.EMOTIONS)].notna().all().all()
     assert hops.loc[~loud, list(F.EMOTIONS)].isna().all().all()
     # What the stream heard is the clip's true emotion (which --file also gives it).
-    heard = hops.loc[first:last, list(F.EMOTIONS)].mean().idxmax()
-    assert heard == "angry"
+    heard = hops.loc[first:last, list(F.EMOTIONS)].mean()
+    assert heard.idxmax() == "angry", heard.round(2).to_dict()
 
 
 def test_output_into_a_missing_folder_fails_before_any_work(brief_model, datasets, tmp_path):
