@@ -12,6 +12,15 @@ per noise, beside the other conditions) into --out.
 
 For a speaker-normalised model the table also gives the single-clip figures: each clip
 standardised by itself, and the live RunningStandardiser fed each speaker's clips in a random order.
+
+Over the 5 folds by actor (evaluation.FOLDS, the published ones), a model per fold, each scored on
+its own actors; the table gives the mean ± std over the folds, as evaluate_speakers.py does:
+
+    for fold in 2,5,14,15,16 3,6,7,13,18 10,11,12,19,20 8,17,21,23,24 1,4,9,22; do
+        python train_model.py --data-dir ../shared/datasets --split speaker --test-speakers $fold \\
+            --model-dir models/fold-$fold
+    done
+    python bench/robustness.py --model-dir models/fold-* --out results/robustness-folds
 """
 import argparse
 import sys
@@ -37,46 +46,80 @@ def condition(text: str) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-dir", default="models/latest")
+    p.add_argument("--model-dir", nargs="+", default=["models/latest"],
+                   help="a saved model, or several (one per fold): the table then gives their mean ± std")
     p.add_argument("--conditions", nargs="+", type=condition, default=list(augment.CONDITIONS),
                    help="e.g. clean white:10 babble:0 reverb:0.6 telephone mp3:16 (default: all of augment.CONDITIONS)")
-    p.add_argument("--limit", type=recipes.positive_int, help="use only this many test clips (a quick look)")
+    p.add_argument("--limit", type=recipes.positive_int, help="use only this many test clips per model (a quick look)")
     p.add_argument("--seed", type=int, default=0, help="seeds every corruption")
     p.add_argument("--out", default="results/robustness")
     args = p.parse_args(argv)
-    import evaluation  # once the arguments are good: TensorFlow takes seconds to load
-    import features
+    import features  # once the arguments are good: TensorFlow takes seconds to load
     import model as models
-    try:
-        saved = models.load_model_dir(args.model_dir)
-        clips, what = evaluation.clips_to_evaluate(saved, None)
-    except (models.ModelDirError, features.CorpusError) as e:
-        sys.exit(f"error: {e}")
-    if args.limit:
-        clips = clips.sample(min(args.limit, len(clips)), random_state=args.seed).reset_index(drop=True)
-    sr = saved.config.sample_rate
-    clips, waves = readable_waves(clips, sr)
-    talkers = readable_waves(training_clips(saved, args.seed), sr)[1]
-    print(f"{args.model_dir} on {what}: {len(clips)} clips, {len(args.conditions)} conditions; "
-          f"babble from {len(talkers)} clips of training speakers")
-    features.mfcc_sequence(waves[0], saved.config)  # librosa's compilation, before the first timing
-
-    rows = evaluation.robustness(saved, clips, waves, talkers, args.conditions, args.seed)
-    result = {"model_dir": str(args.model_dir), "test_clips": what, "n": len(clips), "seed": args.seed,
-              "norm": saved.norm, "conditions": rows}
-    if saved.norm == "speaker":
-        X = np.stack([features.waveform_features(w, saved.config) for w in waves])
-        result["live_running_statistics"] = evaluation.running_standardiser_accuracy(saved, X, clips, args.seed)
-        print(f"clean, live running statistics (each speaker's clips in a random order): "
-              f"{result['live_running_statistics']:.3f}")
+    results = []
+    for model_dir in args.model_dir:
+        try:
+            results.append(model_robustness(model_dir, args.conditions, args.limit, args.seed))
+        except (models.ModelDirError, features.CorpusError) as e:
+            sys.exit(f"error: {e}")
+    result = results[0] if len(results) == 1 else pooled(results)
     out = Path(args.out)
     features.write_json(out / "robustness.json", result)
     with features.atomic_output(out / "robustness.md") as tmp:
         tmp.write_text(markdown_table(result) + "\n")
+    title = (f"{Path(result['model_dir']).name} on {result['test_clips']} ({result['n']} clips)" if len(results) == 1
+             else f"mean of {len(results)} models, each on its own test clips ({result['n']} clips in all)")
     with features.atomic_output(out / "robustness.png") as tmp:
-        plot_robustness(rows, tmp, title=f"{Path(args.model_dir).name} on {what} ({len(clips)} clips)")
+        plot_robustness(result["conditions"], tmp, title=title)
     print(markdown_table(result))
     print(f"wrote {out / 'robustness.json'}, {out / 'robustness.md'} and {out / 'robustness.png'}")
+    return result
+
+
+def model_robustness(model_dir: str, conditions: list[str], limit: int | None, seed: int) -> dict:
+    """One saved model's rows (evaluation.robustness) on its own test clips, and its single-clip figures."""
+    import evaluation
+    import features
+    import model as models
+    saved = models.load_model_dir(model_dir)
+    clips, what = evaluation.clips_to_evaluate(saved, None)
+    if limit:
+        clips = clips.sample(min(limit, len(clips)), random_state=seed).reset_index(drop=True)
+    sr = saved.config.sample_rate
+    clips, waves = readable_waves(clips, sr)
+    talkers = readable_waves(training_clips(saved, seed), sr)[1]
+    print(f"{model_dir} on {what}: {len(clips)} clips, {len(conditions)} conditions; "
+          f"babble from {len(talkers)} clips of training speakers")
+    features.mfcc_sequence(waves[0], saved.config)  # librosa's compilation, before the first timing
+
+    rows = evaluation.robustness(saved, clips, waves, talkers, conditions, seed)
+    result = {"model_dir": str(model_dir), "test_clips": what, "n": len(clips), "seed": seed,
+              "norm": saved.norm, "conditions": rows}
+    if saved.norm == "speaker":
+        X = np.stack([features.waveform_features(w, saved.config) for w in waves])
+        result["live_running_statistics"] = evaluation.running_standardiser_accuracy(saved, X, clips, seed)
+        print(f"clean, live running statistics (each speaker's clips in a random order): "
+              f"{result['live_running_statistics']:.3f}")
+    return result
+
+
+def pooled(results: list[dict]) -> dict:
+    """Several models' results (model_robustness) as one: per condition the mean and the standard deviation
+    over the models of each figure, as the folds of evaluate_speakers.py are reported, and the clip counts
+    summed. A figure that not every model has (the single-clip ones) is left out."""
+    rows = []
+    for per_model in zip(*(r["conditions"] for r in results), strict=True):
+        row = {"condition": per_model[0]["condition"]}
+        for key in ("accuracy", "uar", "accuracy_each_clip_alone"):
+            if all(key in r for r in per_model):
+                values = [r[key] for r in per_model]
+                row[key], row[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
+        row["n"], row["skipped"] = sum(r["n"] for r in per_model), sum(r["skipped"] for r in per_model)
+        rows.append(row)
+    result = {"model_dirs": [r["model_dir"] for r in results], "n": sum(r["n"] for r in results),
+              "seed": results[0]["seed"], "conditions": rows, "models": results}
+    if all("live_running_statistics" in r for r in results):
+        result["live_running_statistics"] = float(np.mean([r["live_running_statistics"] for r in results]))
     return result
 
 
@@ -101,13 +144,18 @@ def training_clips(saved, seed: int):
     return train.sample(frac=1, random_state=seed).head(N_TALKER_CLIPS).reset_index(drop=True)
 
 
+def figure(row: dict, key: str) -> str:
+    """A row's figure to three places, with its spread over models when it has one."""
+    return f"{row[key]:.3f}" + (f" ± {row[key + '_std']:.3f}" if key + "_std" in row else "")
+
+
 def markdown_table(result: dict) -> str:
     alone = any("accuracy_each_clip_alone" in r for r in result["conditions"])
     lines = ["| condition | accuracy | UAR |" + (" each clip standardised alone |" if alone else ""),
              "|---|---|---|" + ("---|" if alone else "")]
     for r in result["conditions"]:
-        lines.append(f"| {r['condition']} | {r['accuracy']:.3f} | {r['uar']:.3f} |"
-                     + (f" {r['accuracy_each_clip_alone']:.3f} |" if alone else ""))
+        lines.append(f"| {r['condition']} | {figure(r, 'accuracy')} | {figure(r, 'uar')} |"
+                     + (f" {figure(r, 'accuracy_each_clip_alone')} |" if alone else ""))
     if "live_running_statistics" in result:
         lines.append(f"| clean, live running statistics | {result['live_running_statistics']:.3f} | |"
                      + (" |" if alone else ""))
@@ -115,23 +163,26 @@ def markdown_table(result: dict) -> str:
 
 
 def plot_robustness(rows: list[dict], path, title: str) -> None:
-    """Accuracy against SNR, a line per noise (clean at the right), and a bar per other condition."""
+    """Accuracy against SNR, a line per noise (clean at the right), and a bar per other condition; error bars
+    of one standard deviation where the rows pool several models."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     by = {r["condition"]: r["accuracy"] for r in rows}
+    spread = {r["condition"]: r.get("accuracy_std", 0.0) for r in rows}
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     for noise in augment.NOISES:
-        points = sorted((augment.parse_condition(c)[1], a) for c, a in by.items() if c.startswith(f"{noise}:"))
+        points = sorted((augment.parse_condition(c)[1], a, spread[c]) for c, a in by.items()
+                        if c.startswith(f"{noise}:"))
         if points:
-            snrs, accs = zip(*points, strict=True)
-            left.plot(snrs, accs, marker="o", label=noise)
+            snrs, accs, stds = zip(*points, strict=True)
+            left.errorbar(snrs, accs, yerr=stds, marker="o", capsize=3, label=noise)
     if "clean" in by:
         left.axhline(by["clean"], color="grey", linestyle=":", label=f"clean ({by['clean']:.2f})")
     left.set(xlabel="SNR over the speech (dB)", ylabel="accuracy", ylim=(0, 1), title="additive noise")
     left.legend(fontsize=8)
     others = [c for c in by if c.split(":")[0] not in augment.NOISES]
-    right.barh(others, [by[c] for c in others], color="tab:blue")
+    right.barh(others, [by[c] for c in others], xerr=[spread[c] for c in others], color="tab:blue", capsize=3)
     right.set(xlim=(0, 1), xlabel="accuracy", title="rooms, lines, codecs, level")
     right.invert_yaxis()
     fig.suptitle(title)

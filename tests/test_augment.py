@@ -156,3 +156,34 @@ def test_robustness_benchmark_runs_end_to_end(brief_model, tmp_path):
     assert saved["norm"] == "speaker" and "live_running_statistics" in saved  # the brief model is speaker-normalised
     assert (out / "robustness.md").read_text().count("\n") == 2 + 6 + 1
     assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_robustness_over_several_models_gives_their_mean_and_spread(brief_model, small_corpus, tmp_path):
+    import train_model
+    other = train_model.main(["--data-dir", str(small_corpus), "--model-dir", str(tmp_path / "fold-1,2"),
+                              "--cache-dir", str(brief_model[1]), "--split", "speaker", "--test-speakers", "1,2",
+                              "--epochs", "1", "--model", "pooled", "--trim-db", "30"])
+    out = tmp_path / "robustness"
+    result = run_script("bench/robustness.py", "--model-dir", brief_model[0], other, "--limit", "8",
+                        "--conditions", "clean", "white:0", "--out", out)
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((out / "robustness.json").read_text())
+    first, second = saved["models"]
+    assert saved["model_dirs"] == [str(brief_model[0]), str(other)] == [first["model_dir"], second["model_dir"]]
+    # Each model is scored on its own test actors, and the pooled row is the mean and spread over the models.
+    for one_model, model_dir in ((first, brief_model[0]), (second, other)):
+        model = models.load_model_dir(model_dir)
+        clips, _ = evaluation.clips_to_evaluate(model, None)
+        clips = clips.sample(8, random_state=0).reset_index(drop=True)
+        data = F.load_features(clips, model.config, cache_dir=None)
+        assert one_model["conditions"][0]["accuracy"] == pytest.approx(
+            evaluation.evaluate_saved(model, data.X, data.clips)["accuracy"])
+        assert set(clips["speaker"]) <= set(model.metadata["split"]["test_speakers"])
+    assert models.load_model_dir(other).metadata["split"]["test_speakers"] == ["ravdess-01", "ravdess-02"]
+    for i, row in enumerate(saved["conditions"]):
+        accuracies = [first["conditions"][i]["accuracy"], second["conditions"][i]["accuracy"]]
+        assert row["accuracy"] == pytest.approx(np.mean(accuracies))
+        assert row["accuracy_std"] == pytest.approx(np.std(accuracies))
+        assert row["n"] == 16
+        assert "accuracy_each_clip_alone" not in row  # only the speaker-normalised model has that figure
+    assert f"| clean | {saved['conditions'][0]['accuracy']:.3f} ± " in (out / "robustness.md").read_text()
