@@ -56,12 +56,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     import features  # once the arguments are good: TensorFlow takes seconds to load
     import model as models
-    results = []
-    for model_dir in args.model_dir:
-        try:
-            results.append(model_robustness(model_dir, args.conditions, args.limit, args.seed))
-        except (models.ModelDirError, features.CorpusError) as e:
-            sys.exit(f"error: {e}")
+    try:  # every model and its clips before any is scored: a bad last dir fails now, not minutes later
+        tested = [saved_and_test_clips(model_dir, args.limit, args.seed) for model_dir in args.model_dir]
+    except (models.ModelDirError, features.CorpusError) as e:
+        sys.exit(f"error: {e}")
+    results = [model_robustness(model_dir, *saved_clips, args.conditions, args.seed)
+               for model_dir, saved_clips in zip(args.model_dir, tested, strict=True)]
     result = results[0] if len(results) == 1 else pooled(results)
     out = Path(args.out)
     features.write_json(out / "robustness.json", result)
@@ -76,15 +76,22 @@ def main(argv=None):
     return result
 
 
-def model_robustness(model_dir: str, conditions: list[str], limit: int | None, seed: int) -> dict:
-    """One saved model's rows (evaluation.robustness) on its own test clips, and its single-clip figures."""
+def saved_and_test_clips(model_dir: str, limit: int | None, seed: int):
+    """(the model.SavedModel in model_dir, the index rows of its test clips, a description of them); with
+    limit, that many of the clips drawn with seed."""
     import evaluation
-    import features
     import model as models
     saved = models.load_model_dir(model_dir)
     clips, what = evaluation.clips_to_evaluate(saved, None)
     if limit:
         clips = clips.sample(min(limit, len(clips)), random_state=seed).reset_index(drop=True)
+    return saved, clips, what
+
+
+def model_robustness(model_dir: str, saved, clips, what: str, conditions: list[str], seed: int) -> dict:
+    """One saved model's rows (evaluation.robustness) on its test clips, and its single-clip figures."""
+    import evaluation
+    import features
     sr = saved.config.sample_rate
     clips, waves = readable_waves(clips, sr)
     talkers = readable_waves(training_clips(saved, seed), sr)[1]

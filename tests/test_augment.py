@@ -187,3 +187,12 @@ def test_robustness_over_several_models_gives_their_mean_and_spread(brief_model,
         assert row["n"] == 16
         assert "accuracy_each_clip_alone" not in row  # only the speaker-normalised model has that figure
     assert f"| clean | {saved['conditions'][0]['accuracy']:.3f} ± " in (out / "robustness.md").read_text()
+
+
+def test_robustness_reads_every_model_before_scoring_any(brief_model, tmp_path):
+    result = run_script("bench/robustness.py", "--model-dir", brief_model[0], tmp_path / "none", "--limit", "4",
+                        "--out", tmp_path / "out")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: no model directory at {tmp_path / 'none'}; "
+                                                  "train one with train_model.py or pass --model-dir"]
+    assert "accuracy" not in result.stdout and not (tmp_path / "out").exists()
