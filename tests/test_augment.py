@@ -136,6 +136,16 @@ def test_bad_conditions_are_one_line_errors(condition, message):
     assert result.stderr.strip().splitlines()[-1].startswith(f"robustness.py: error: argument --conditions: {message}")
 
 
+def evaluated_sample(model_dir, n: int):
+    """(the saved model, n of its test clips drawn as bench/robustness.py --limit n draws them, evaluate_saved
+    of the model on their clean features)."""
+    model = models.load_model_dir(model_dir)
+    clips, _ = evaluation.clips_to_evaluate(model, None)
+    clips = clips.sample(n, random_state=0).reset_index(drop=True)
+    data = F.load_features(clips, model.config, cache_dir=None)
+    return model, clips, evaluation.evaluate_saved(model, data.X, data.clips)
+
+
 def test_robustness_benchmark_runs_end_to_end(brief_model, tmp_path):
     out = tmp_path / "robustness"
     conditions = ["clean", "white:10", "babble:0", "reverb:0.3", "telephone", "opus:16"]
@@ -146,11 +156,7 @@ def test_robustness_benchmark_runs_end_to_end(brief_model, tmp_path):
     assert [r["condition"] for r in saved["conditions"]] == conditions
     assert all(r["n"] == 12 and r["skipped"] == 0 for r in saved["conditions"])
     # The clean row is what the model scores on those clips through the evaluation path.
-    model = models.load_model_dir(brief_model[0])
-    clips, _ = evaluation.clips_to_evaluate(model, None)
-    clips = clips.sample(12, random_state=0).reset_index(drop=True)
-    data = F.load_features(clips, model.config, cache_dir=None)
-    expected = evaluation.evaluate_saved(model, data.X, data.clips)
+    _, _, expected = evaluated_sample(brief_model[0], 12)
     assert saved["conditions"][0]["accuracy"] == pytest.approx(expected["accuracy"])
     assert saved["conditions"][0]["accuracy_each_clip_alone"] == pytest.approx(expected["each_clip_alone"]["accuracy"])
     assert saved["norm"] == "speaker" and "live_running_statistics" in saved  # the brief model is speaker-normalised
@@ -172,12 +178,8 @@ def test_robustness_over_several_models_gives_their_mean_and_spread(brief_model,
     assert saved["model_dirs"] == [str(brief_model[0]), str(other)] == [first["model_dir"], second["model_dir"]]
     # Each model is scored on its own test actors, and the pooled row is the mean and spread over the models.
     for one_model, model_dir in ((first, brief_model[0]), (second, other)):
-        model = models.load_model_dir(model_dir)
-        clips, _ = evaluation.clips_to_evaluate(model, None)
-        clips = clips.sample(8, random_state=0).reset_index(drop=True)
-        data = F.load_features(clips, model.config, cache_dir=None)
-        assert one_model["conditions"][0]["accuracy"] == pytest.approx(
-            evaluation.evaluate_saved(model, data.X, data.clips)["accuracy"])
+        model, clips, expected = evaluated_sample(model_dir, 8)
+        assert one_model["conditions"][0]["accuracy"] == pytest.approx(expected["accuracy"])
         assert set(clips["speaker"]) <= set(model.metadata["split"]["test_speakers"])
     assert models.load_model_dir(other).metadata["split"]["test_speakers"] == ["ravdess-01", "ravdess-02"]
     for i, row in enumerate(saved["conditions"]):
