@@ -28,6 +28,8 @@ import soundfile as sf
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from recipes import FRONTENDS
+
 log = logging.getLogger("ser")
 
 # The model's classes, in output order. RAVDESS numbers its emotions 01..08 in this order.
@@ -82,11 +84,16 @@ class FeatureConfig:
     hop_length: int = 512  # samples, ~23 ms
     n_mels: int = 128
     trim_db: float | None = None  # drop leading/trailing audio this many dB below the peak; None keeps it
-    deltas: bool = False  # append first and second MFCC differences (3 * n_mfcc features per frame)
+    deltas: bool = False  # append first and second differences of each feature (3 times as many per frame)
+    frontend: str = "mfcc"  # one of FRONTENDS: n_mfcc MFCCs, or the n_mels mel bands in dB or through PCEN
+
+    def __post_init__(self):
+        if self.frontend not in FRONTENDS:
+            raise ValueError(f"unknown frontend {self.frontend!r}: one of {', '.join(FRONTENDS)}")
 
     @property
     def n_features(self) -> int:
-        return self.n_mfcc * (3 if self.deltas else 1)
+        return (self.n_mfcc if self.frontend == "mfcc" else self.n_mels) * (3 if self.deltas else 1)
 
     @property
     def n_samples(self) -> int:
@@ -414,6 +421,29 @@ def mfcc_sequence(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return librosa.feature.mfcc(S=log_mel_spectrogram(y, config), n_mfcc=config.n_mfcc).T.astype(np.float32)
 
 
+def pcen_sequence(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Per-channel energy normalisation (librosa.pcen, its defaults) of the mel magnitude spectrogram of y
+    (n,) at config.sample_rate, as (frames, n_mels) float32.
+
+    PCEN divides each band by its own energy smoothed over the last 0.4 s and compresses by a root, not a
+    log: a steady noise floor or channel colour in a band is largely divided out, where the log-mel keeps it
+    as a level. The scale 2**31 is librosa's advice for audio in [-1, 1], which its defaults assume.
+    """
+    magnitude = np.abs(librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length))
+    mel = mel_basis(config.sample_rate, config.n_fft, config.n_mels) @ magnitude
+    return librosa.pcen(mel * 2**31, sr=config.sample_rate, hop_length=config.hop_length).T.astype(np.float32)
+
+
+def frame_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """(frames, n_mfcc or n_mels) float32 of y (n,) at config.sample_rate, as config.frontend asks: its
+    MFCCs (mfcc_sequence), its log-mel spectrogram in dB, or its PCEN (pcen_sequence)."""
+    if config.frontend == "mfcc":
+        return mfcc_sequence(y, config)
+    if config.frontend == "logmel":
+        return log_mel_spectrogram(y, config).T.astype(np.float32)
+    return pcen_sequence(y, config)
+
+
 def trimmed_span(y: np.ndarray, config: FeatureConfig) -> tuple[int, int]:
     """(start, stop) samples of y left after trimming silence at both ends; all of y without config.trim_db."""
     if config.trim_db is None:
@@ -436,13 +466,14 @@ def model_window(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
 
 def waveform_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Model input config.shape = (frames, features) for a mono waveform already at config.sample_rate:
-    MFCCs (and their deltas) of its model_window. Raises SkipClip("silent").
+    the MFCCs or PCEN bands (config.frontend) of its model_window, and their deltas if config.deltas.
+    Raises SkipClip("silent").
     """
-    mfcc = mfcc_sequence(model_window(y, config), config)
+    frames = frame_features(model_window(y, config), config)
     if not config.deltas:
-        return mfcc
-    d1 = librosa.feature.delta(mfcc, axis=0)
-    return np.concatenate([mfcc, d1, librosa.feature.delta(mfcc, axis=0, order=2)], axis=1).astype(np.float32)
+        return frames
+    d1 = librosa.feature.delta(frames, axis=0)
+    return np.concatenate([frames, d1, librosa.feature.delta(frames, axis=0, order=2)], axis=1).astype(np.float32)
 
 
 def clip_features(path: str | Path, config: FeatureConfig) -> np.ndarray:

@@ -11,16 +11,19 @@ from pathlib import Path
 
 RECIPES = {
     # The seed's recipe exactly: its CNN on untrimmed MFCCs, Adam at 1e-3, nothing else.
-    "reference": {"model": "seed", "trim_db": None, "n_mfcc": 13, "deltas": False, "norm": "none",
+    "reference": {"model": "seed", "trim_db": None, "frontend": "mfcc", "n_mfcc": 13,
+                  "n_mels": 128, "deltas": False, "norm": "none",
                   "augment": False, "lr_schedule": "constant", "label_smoothing": 0.0, "class_weights": False,
                   "balance": "none", "copies": 0, "epoch_copies": "all"},
     # The most robust on speakers never heard without losing on clean speech (README, Results).
-    "pooled": {"model": "pooled", "trim_db": 30.0, "n_mfcc": 13, "deltas": True, "norm": "clip",
+    "pooled": {"model": "pooled", "trim_db": 30.0, "frontend": "mfcc", "n_mfcc": 13,
+               "n_mels": 128, "deltas": True, "norm": "clip",
                "augment": True, "lr_schedule": "cosine", "label_smoothing": 0.0, "class_weights": False,
                "balance": "none", "copies": 1, "epoch_copies": "all"},
 }
 DEFAULT_RECIPE = "pooled"
 NORMS = ("none", "clip", "speaker")  # how features are standardised: features.normalised
+FRONTENDS = ("mfcc", "logmel", "pcen")  # what a frame of audio becomes: features.frame_features
 # The architectures model.MODELS builds, in the order the recipes name them.
 MODEL_NAMES = tuple(dict.fromkeys(r["model"] for r in RECIPES.values()))
 
@@ -130,9 +133,13 @@ def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) ->
     p.add_argument("--trim-db", type=optional_db, **given,
                    help="trim leading/trailing audio this many dB below the peak before fixing the window; "
                         "none: no trimming")
+    p.add_argument("--frontend", choices=FRONTENDS, **given,
+                   help="what a frame is: --n-mfcc MFCCs of the log-mel spectrogram, its --n-mels bands in dB "
+                        "(logmel), or their per-channel energy normalisation (pcen)")
     p.add_argument("--n-mfcc", type=positive_int, **given, help="MFCCs per frame")
+    p.add_argument("--n-mels", type=positive_int, **given, help="mel bands the MFCCs or PCEN are made from")
     p.add_argument("--deltas", action=argparse.BooleanOptionalAction, **given,
-                   help="append MFCC deltas and delta-deltas")
+                   help="append the deltas and delta-deltas of a frame's features")
     p.add_argument("--norm", choices=NORMS, **given,
                    help="standardise features per clip (each clip by itself, as one file or a live window is), "
                         "per speaker (by statistics of the speaker's training clips; live: running statistics of "
@@ -178,7 +185,8 @@ def default_recipe() -> argparse.Namespace:
 def recipe_config(args):
     """The features.FeatureConfig that the recipe options ask for."""
     from features import FeatureConfig  # here, not at the top: this module stays free of the audio stack
-    return FeatureConfig(trim_db=args.trim_db, n_mfcc=args.n_mfcc, deltas=args.deltas)
+    return FeatureConfig(trim_db=args.trim_db, frontend=args.frontend, n_mfcc=args.n_mfcc, n_mels=args.n_mels,
+                         deltas=args.deltas)
 
 
 def training_options(args) -> dict:

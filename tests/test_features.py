@@ -203,6 +203,29 @@ def test_mfcc_equals_librosa_reference(datasets):
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-3)
 
 
+def test_log_mel_and_pcen_frontends_equal_librosa(datasets):
+    """--frontend logmel / pcen: the window's mel bands in dB, or through librosa.pcen, as librosa makes them."""
+    y = F.load_audio(datasets / "tess/OAF_angry/OAF_bar_angry.flac", 22050)
+    window = F.model_window(y, FeatureConfig(trim_db=30))
+    for frontend in ("logmel", "pcen"):
+        config = FeatureConfig(trim_db=30, frontend=frontend, n_mels=64)
+        X = F.waveform_features(y, config)
+        assert X.shape == config.shape == (130, 64) and X.dtype == np.float32
+        if frontend == "logmel":
+            mel = librosa.feature.melspectrogram(y=window, sr=22050, n_fft=2048, hop_length=512, n_mels=64)
+            reference = librosa.power_to_db(mel)
+        else:
+            mel = librosa.feature.melspectrogram(y=window, sr=22050, n_fft=2048, hop_length=512, n_mels=64, power=1)
+            reference = librosa.pcen(mel * 2**31, sr=22050, hop_length=512)
+        np.testing.assert_allclose(X, reference.T, rtol=1e-4, atol=1e-3)
+        assert config.digest() != FeatureConfig(trim_db=30, n_mels=64).digest()
+    assert FeatureConfig(frontend="pcen", n_mels=40, deltas=True).shape == (130, 120)
+    with pytest.raises(ValueError, match="unknown frontend 'cqt'"):
+        FeatureConfig.from_dict({**CONFIG.to_dict(), "frontend": "cqt"})
+    older = {k: v for k, v in CONFIG.to_dict().items() if k != "frontend"}  # a model saved before frontends
+    assert FeatureConfig.from_dict(older) == CONFIG
+
+
 def test_waveform_is_peak_normalised_and_centred():
     y = np.arange(1, 11, dtype=np.float32)
     assert F.fix_length(y, 4).tolist() == [4, 5, 6, 7]

@@ -541,4 +541,6 @@ def test_a_recipe_sets_every_option_not_given_and_given_ones_win():
     assert pooled.model == "pooled" and pooled.norm == recipes.RECIPES["pooled"]["norm"]  # from the recipe
     assert pooled.augment is False and pooled.trim_db is None  # given
     assert recipe_options("--recipe", "reference", "--trim-db", "25").trim_db == 25.0
+    pcen = recipes.recipe_config(recipe_options("--frontend", "pcen", "--n-mels", "40", "--no-deltas"))
+    assert pcen == F.FeatureConfig(trim_db=30.0, frontend="pcen", n_mels=40) and pcen.shape == (130, 40)
     assert recipe_options().recipe == recipes.DEFAULT_RECIPE
