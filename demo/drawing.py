@@ -92,11 +92,24 @@ def plot_mfcc(mfcc: np.ndarray, config: features.FeatureConfig, path: Path, titl
 def plot_log_mel(log_mel: np.ndarray, config: features.FeatureConfig, path: Path, title: str = "") -> Path:
     """A log-mel spectrogram (n_mels, frames) in dB, as features.log_mel_spectrogram returns it, against
     seconds and Hz."""
+    return plot_mel_bands(log_mel, config, path, title or f"log-mel spectrogram, {log_mel.shape[0]} bands",
+                          cmap="magma", format="%+.0f dB")
+
+
+def plot_pcen(pcen: np.ndarray, config: features.FeatureConfig, path: Path, title: str = "") -> Path:
+    """PCEN mel bands (frames, n_mels), as features.pcen_sequence returns them, against seconds and Hz."""
+    return plot_mel_bands(pcen.T, config, path, title or f"PCEN of {pcen.shape[1]} mel bands", cmap="viridis",
+                          label="PCEN")
+
+
+def plot_mel_bands(bands: np.ndarray, config: features.FeatureConfig, path: Path, title: str, cmap: str,
+                   **colorbar) -> Path:
+    """An image of mel bands (n_mels, frames) against seconds and Hz; colorbar: matplotlib's colorbar options."""
     fig, ax = plt.subplots(figsize=FIGSIZE)
-    image = librosa.display.specshow(log_mel, sr=config.sample_rate, hop_length=config.hop_length, x_axis="s",
-                                     y_axis="mel", ax=ax, cmap="magma")
-    ax.set(xlabel="time (s)", ylabel="frequency (Hz)", title=title or f"log-mel spectrogram, {log_mel.shape[0]} bands")
-    fig.colorbar(image, ax=ax, format="%+.0f dB")
+    image = librosa.display.specshow(bands, sr=config.sample_rate, hop_length=config.hop_length, x_axis="s",
+                                     y_axis="mel", ax=ax, cmap=cmap)
+    ax.set(xlabel="time (s)", ylabel="frequency (Hz)", title=title)
+    fig.colorbar(image, ax=ax, **colorbar)
     return save(fig, path)
 
 
@@ -113,7 +126,9 @@ def plot_probabilities(probabilities: dict[str, float], path: Path, title: str =
 
 
 def plot_clip(path: Path, out_dir: Path, config: features.FeatureConfig) -> list[Path]:
-    """The waveform, MFCC and log-mel pictures of one audio file, as <stem>_<kind>.png in out_dir.
+    """The waveform, the model's frames (MFCCs or PCEN bands, as config.frontend makes them) and log-mel
+    pictures of one audio file, as <stem>_<kind>.png in out_dir. With the log-mel front end, the log-mel
+    picture is the model's frames.
 
     Raises features.SkipClip for a file that is unreadable or silent.
     """
@@ -121,17 +136,22 @@ def plot_clip(path: Path, out_dir: Path, config: features.FeatureConfig) -> list
     y = features.load_audio(path, config.sample_rate)
     window = features.model_window(y, config)
     start = window_start_s(y, window, config)
-    name = Path(path).name
-    return [
-        plot_waveform(y / np.max(np.abs(y)), config.sample_rate, out_dir / f"{Path(path).stem}_waveform.png",
-                      f"{name}: waveform at {config.sample_rate} Hz, peak-normalised",
-                      window=(start, start + config.window_s)),
-        plot_mfcc(features.mfcc_sequence(window, config), config, out_dir / f"{Path(path).stem}_mfcc.png",
-                  f"{name}: {config.n_mfcc} MFCCs of the model's {config.window_s:g} s window"
-                  + (" (it also sees their deltas)" if config.deltas else "")),
-        plot_log_mel(features.log_mel_spectrogram(window, config), config, out_dir / f"{Path(path).stem}_logmel.png",
-                     f"{name}: log-mel spectrogram ({config.n_mels} bands) of the same window"),
-    ]
+    name, stem = Path(path).name, Path(path).stem
+    sees = f"the model's {config.window_s:g} s window" + (" (it also sees their deltas)" if config.deltas else "")
+    pictures = [plot_waveform(y / np.max(np.abs(y)), config.sample_rate, out_dir / f"{stem}_waveform.png",
+                              f"{name}: waveform at {config.sample_rate} Hz, peak-normalised",
+                              window=(start, start + config.window_s))]
+    if config.frontend == "mfcc":
+        pictures.append(plot_mfcc(features.mfcc_sequence(window, config), config, out_dir / f"{stem}_mfcc.png",
+                                  f"{name}: {config.n_mfcc} MFCCs of {sees}"))
+    if config.frontend == "pcen":
+        pictures.append(plot_pcen(features.pcen_sequence(window, config), config, out_dir / f"{stem}_pcen.png",
+                                  f"{name}: PCEN of {config.n_mels} mel bands of {sees}"))
+    log_mel_title = (f"{name}: {config.n_mels} log-mel bands of {sees}" if config.frontend == "logmel"
+                     else f"{name}: log-mel spectrogram ({config.n_mels} bands) of the same window")
+    pictures.append(plot_log_mel(features.log_mel_spectrogram(window, config), config, out_dir / f"{stem}_logmel.png",
+                                 log_mel_title))
+    return pictures
 
 
 def window_start_s(y: np.ndarray, window: np.ndarray, config: features.FeatureConfig) -> float:
@@ -177,7 +197,7 @@ def clip_pictures(paths: list[Path], out_dir: Path, saved=None, model_name: str 
 
 def readme_figures(data_dir: str, work_dir: Path, out_dir: Path, clips_dir: Path) -> list[Path]:
     """Train and evaluate the default recipe on both splits and copy the README's pictures to out_dir,
-    with the first demo clip's waveform and MFCCs."""
+    with the first demo clip's waveform and what the model sees of it (its MFCCs)."""
     import model as models
     clip = clips_dir / f"{CLIPS[0][0]}.wav"
     if not clip.is_file():

@@ -47,6 +47,16 @@ def test_each_plot_writes_one_picture_of_the_expected_size(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["l.png", "m.png", "p.png", "w.png"]
 
 
+def test_clip_pictures_show_the_frames_of_the_models_frontend(tmp_path):
+    clip = tmp_path / "v.wav"
+    sf.write(clip, vowel(2.0), 22050)
+    for frontend, kinds in [("mfcc", ["waveform", "mfcc", "logmel"]), ("pcen", ["waveform", "pcen", "logmel"]),
+                            ("logmel", ["waveform", "logmel"])]:
+        pictures = drawing.plot_clip(clip, tmp_path / frontend, F.FeatureConfig(frontend=frontend, n_mels=64))
+        assert [p.name for p in pictures] == [f"v_{kind}.png" for kind in kinds]
+        assert all(png_size(p) == PICTURE_PIXELS for p in pictures)
+
+
 def test_the_shaded_window_is_the_one_the_model_hears():
     sr = CONFIG.sample_rate
     y = np.concatenate([np.zeros(sr), vowel(1.0), np.zeros(2 * sr)])
