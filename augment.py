@@ -266,6 +266,16 @@ def corrupt(y: np.ndarray, sr: int, condition: str, rng: np.random.Generator,
 TRAINING_VERSION = 1
 TRAINING_RT60S = (0.25, 0.5, 0.75, 1.0)  # rooms of training copies: other rooms (bank seed 1) than the benchmark's
 TRAINING_ROOM_SEED = 1
+VOICE_SEMITONES = 2.0  # a training copy's pitch shift with --perturb-voice: uniform within +-this
+VOICE_RATES = (0.9, 1.1)  # and its tempo, as a rate of time stretch
+
+
+def other_voice(y: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """y (n,) at sr as a speaker of another size and pace might say it: pitch and formants shifted together
+    by up to VOICE_SEMITONES (librosa.effects.pitch_shift), then the tempo changed by a rate drawn from
+    VOICE_RATES (librosa.effects.time_stretch), so the length becomes about n / rate."""
+    shifted = librosa.effects.pitch_shift(y, sr=sr, n_steps=rng.uniform(-VOICE_SEMITONES, VOICE_SEMITONES))
+    return librosa.effects.time_stretch(shifted, rate=rng.uniform(*VOICE_RATES)).astype(np.float32)
 
 
 def training_corruption(y: np.ndarray, sr: int, rng: np.random.Generator, talkers: list[np.ndarray]) -> np.ndarray:

@@ -14,12 +14,12 @@ RECIPES = {
     "reference": {"model": "seed", "trim_db": None, "frontend": "mfcc", "n_mfcc": 13,
                   "n_mels": 128, "deltas": False, "norm": "none",
                   "augment": False, "lr_schedule": "constant", "label_smoothing": 0.0, "class_weights": False,
-                  "balance": "none", "copies": 0, "epoch_copies": "all"},
+                  "balance": "none", "copies": 0, "epoch_copies": "all", "perturb_voice": False},
     # The most robust on speakers never heard without losing on clean speech (README, Results).
     "pooled": {"model": "pooled", "trim_db": 30.0, "frontend": "mfcc", "n_mfcc": 13,
                "n_mels": 128, "deltas": True, "norm": "clip",
                "augment": True, "lr_schedule": "cosine", "label_smoothing": 0.0, "class_weights": False,
-               "balance": "none", "copies": 1, "epoch_copies": "all"},
+               "balance": "none", "copies": 1, "epoch_copies": "all", "perturb_voice": False},
 }
 DEFAULT_RECIPE = "pooled"
 NORMS = ("none", "clip", "speaker")  # how features are standardised: features.normalised
@@ -161,6 +161,9 @@ def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) ->
                    help="all: every epoch trains on each clip and on all its copies; one: every epoch trains on "
                         "each clip once, as itself or as one of its copies, drawn afresh (an epoch as short as "
                         "without copies)")
+    p.add_argument("--perturb-voice", action=argparse.BooleanOptionalAction, **given,
+                   help="shift each corrupted copy's pitch (up to 2 semitones) and tempo (0.9-1.1) before its "
+                        "corruption, as another speaker might say it (augment.other_voice)")
     p.add_argument("--epochs", type=positive_int, default=50)
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--seed", type=int, default=0, help="fixes the split and the initial weights")
@@ -194,7 +197,7 @@ def training_options(args) -> dict:
     return {"augment": args.augment, "epochs": args.epochs, "batch_size": args.batch_size,
             "lr_schedule": args.lr_schedule, "label_smoothing": args.label_smoothing,
             "class_weights": args.class_weights, "balance": args.balance, "copies": args.copies,
-            "epoch_copies": args.epoch_copies, "seed": args.seed}
+            "epoch_copies": args.epoch_copies, "perturb_voice": args.perturb_voice, "seed": args.seed}
 
 
 def recipe_record(args) -> dict:

@@ -132,8 +132,9 @@ N_BABBLE_TALKERS = 40  # clips that babble in the training copies is drawn from
 
 def corrupted_copies(X: np.ndarray, clips: pd.DataFrame, args) -> list[np.ndarray]:
     """args.copies arrays like X (the clean features of the clips' rows): the features of a corrupted copy
-    of every clip (augment.training_corruption), seeded by the copy's number and the file's content, and
-    cached like the clean features. Where a copy gives no features, the clean ones stand in."""
+    of every clip (augment.training_corruption; with args.perturb_voice, of augment.other_voice first),
+    seeded by the copy's number and the file's content, and cached like the clean features. Where a copy
+    gives no features, the clean ones stand in."""
     if not args.copies:
         return []
     config = recipe_config(args)
@@ -149,9 +150,11 @@ def corrupted_copies(X: np.ndarray, clips: pd.DataFrame, args) -> list[np.ndarra
     for k in range(args.copies):
         def corrupt(y, key, k=k):
             rng = np.random.default_rng([k, zlib.crc32((key or "").encode())])
+            if args.perturb_voice:
+                y = augment.other_voice(y, sr, rng)
             return augment.training_corruption(y, sr, rng, talkers)
 
-        name = f"copy{k}-v{augment.TRAINING_VERSION}-{talker_tag}"
+        name = f"copy{k}-v{augment.TRAINING_VERSION}-{talker_tag}" + ("-voice" if args.perturb_voice else "")
         data = features.load_features(clips, config, args.cache_dir, variant=features.Variant(name, corrupt))
         copy = X.copy()
         copy[clips["relpath"].isin(data.clips["relpath"]).to_numpy()] = data.X

@@ -2,6 +2,7 @@
 import io
 import json
 
+import librosa
 import numpy as np
 import pytest
 import soundfile as sf
@@ -118,6 +119,23 @@ def test_training_corruptions_vary_with_the_seed_and_repeat_with_it(speech, talk
     assert len({o.tobytes() for o in outputs}) >= 10  # the telephone line alone draws nothing at random
     again = augment.training_corruption(speech, SR, np.random.default_rng(3), talkers)
     np.testing.assert_array_equal(again, outputs[3])
+
+
+def test_other_voice_shifts_the_pitch_and_tempo_it_draws():
+    t = np.arange(2 * SR) / SR
+    vowel = (sum(np.sin(2 * np.pi * k * 140 * t) / k for k in range(1, 12)) * 0.1).astype(np.float32)  # f0 140 Hz
+
+    def median_f0(y):
+        f0, voiced, _ = librosa.pyin(y, fmin=60, fmax=600, sr=SR)
+        return np.median(f0[voiced])
+
+    for seed in range(3):
+        draws = np.random.default_rng(seed)  # other_voice's two draws, in its order
+        semitones, rate = draws.uniform(-2, 2), draws.uniform(0.9, 1.1)
+        voice = augment.other_voice(vowel, SR, np.random.default_rng(seed))
+        assert voice.dtype == np.float32 and len(voice) == pytest.approx(len(vowel) / rate, abs=SR * 0.01)
+        assert median_f0(voice) == pytest.approx(140 * 2 ** (semitones / 12), rel=0.01)
+        np.testing.assert_array_equal(voice, augment.other_voice(vowel, SR, np.random.default_rng(seed)))
 
 
 @pytest.mark.parametrize("condition, message", [

@@ -519,6 +519,11 @@ def test_corrupted_copies_differ_per_clip_and_are_cached(small_corpus, tmp_path)
     for first, second in zip(copies, again, strict=True):
         np.testing.assert_array_equal(first, second)
     assert training.corrupted_copies(X, clips, recipe_options("--copies", "0")) == []
+    # --perturb-voice: other copies (another voice, then the same corruption), cached apart.
+    voiced = training.corrupted_copies(X, clips, recipe_options("--copies", "1", "--perturb-voice",
+                                                                "--cache-dir", str(tmp_path)))
+    assert (np.abs(voiced[0] - copies[0]).reshape(len(X), -1).max(axis=1) > 1e-3).all()
+    assert len(list(tmp_path.glob("mfcc-*-copy0-*-voice"))) == 1
 
 
 def test_augment_option_trains_on_training_batches(datasets):
