@@ -10,6 +10,8 @@ output. `corrupt(y, sr, condition, rng, talkers)` applies one by name:
     "telephone"  the 300-3400 Hz band through an 8 kHz line
     "mp3:16"     an MP3 round trip at 16 kbps (also opus)
     "gain:-30"   30 dB quieter;  "clip:-20": clipped 20 dB below the peak
+
+Training copies may first take another voice (other_voice: pitch and tempo), which changes the length.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Finding and labelling corpus files, loading audio, MFCC extraction and feature caching.
+"""Finding and labelling corpus files, loading audio, the frames the model sees (MFCCs, log-mel or PCEN
+bands), and feature caching.
 
 Training, evaluation and live prediction all turn audio into model input through
 `clip_features` / `waveform_features` here, under one frozen `FeatureConfig` that is
