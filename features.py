@@ -467,8 +467,7 @@ def model_window(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
 
 def waveform_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Model input config.shape = (frames, features) for a mono waveform already at config.sample_rate:
-    the MFCCs or PCEN bands (config.frontend) of its model_window, and their deltas if config.deltas.
-    Raises SkipClip("silent").
+    the frame_features of its model_window, and their deltas if config.deltas. Raises SkipClip("silent").
     """
     frames = frame_features(model_window(y, config), config)
     if not config.deltas:
@@ -663,7 +662,7 @@ def load_features(clips: pd.DataFrame, config: FeatureConfig, cache_dir: str | P
     Missing clips are extracted on `workers` threads (default: all cores) with a progress bar.
     variant: features of changed audio instead (a Variant), cached in a folder of their own.
     """
-    name = f"mfcc-{config.digest()}" + (f"-{variant.name}" if variant else "")
+    name = f"{config.frontend}-{config.digest()}" + (f"-{variant.name}" if variant else "")
     folder = Path(cache_dir) / name if cache_dir is not None else None
     cached, cached_skips = read_cache(folder, config) if folder else ({}, {})
     keys = [cache_key(p) for p in clips["path"]]

@@ -203,7 +203,7 @@ def test_mfcc_equals_librosa_reference(datasets):
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-3)
 
 
-def test_log_mel_and_pcen_frontends_equal_librosa(datasets):
+def test_log_mel_and_pcen_frontends_equal_librosa(datasets, index, tmp_path):
     """--frontend logmel / pcen: the window's mel bands in dB, or through librosa.pcen, as librosa makes them."""
     y = F.load_audio(datasets / "tess/OAF_angry/OAF_bar_angry.flac", 22050)
     window = F.model_window(y, FeatureConfig(trim_db=30))
@@ -219,6 +219,8 @@ def test_log_mel_and_pcen_frontends_equal_librosa(datasets):
             reference = librosa.pcen(mel * 2**31, sr=22050, hop_length=512)
         np.testing.assert_allclose(X, reference.T, rtol=1e-4, atol=1e-3)
         assert config.digest() != FeatureConfig(trim_db=30, n_mels=64).digest()
+        F.load_features(index[0].head(2), config, cache_dir=tmp_path)
+        assert [f.name.split("-")[0] for f in tmp_path.glob(f"{frontend}-*")] == [frontend]  # its own cache
     assert FeatureConfig(frontend="pcen", n_mels=40, deltas=True).shape == (130, 120)
     with pytest.raises(ValueError, match="unknown frontend 'cqt'"):
         FeatureConfig.from_dict({**CONFIG.to_dict(), "frontend": "cqt"})
