@@ -407,9 +407,14 @@ def mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
 
 
+def stft_magnitude(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """|STFT| of y (n,) with config's n_fft and hop_length, as (1 + n_fft // 2, frames)."""
+    return np.abs(librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length))
+
+
 def log_mel_spectrogram(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Mel power spectrogram of y (n,) at config.sample_rate in dB (ref 1.0), as (n_mels, frames)."""
-    power = np.abs(librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length)) ** 2
+    power = stft_magnitude(y, config) ** 2
     return librosa.power_to_db(mel_basis(config.sample_rate, config.n_fft, config.n_mels) @ power)
 
 
@@ -430,8 +435,7 @@ def pcen_sequence(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     log: a steady noise floor or channel colour in a band is largely divided out, where the log-mel keeps it
     as a level. The scale 2**31 is librosa's advice for audio in [-1, 1], which its defaults assume.
     """
-    magnitude = np.abs(librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length))
-    mel = mel_basis(config.sample_rate, config.n_fft, config.n_mels) @ magnitude
+    mel = mel_basis(config.sample_rate, config.n_fft, config.n_mels) @ stft_magnitude(y, config)
     return librosa.pcen(mel * 2**31, sr=config.sample_rate, hop_length=config.hop_length).T.astype(np.float32)
 
 
