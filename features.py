@@ -496,6 +496,39 @@ def standardise_per_clip(X: np.ndarray) -> np.ndarray:
     return ((X - mean) / (std + 1e-6)).astype(np.float32)
 
 
+PADDING_ATOL = 1e-3  # feature units: rows of one clip's zero padding agree to ~1e-5; speech rows differ by far more
+
+
+def padding_frames(X: np.ndarray) -> np.ndarray:
+    """(clips, frames) bool: the frames of each clip in X (clips, frames, features) made of digital silence at
+    either end: the zeros that fix_length pads a short clip with, or that a recording starts or ends with.
+
+    Those frames are all alike (every frontend floors silence at one value): a run of at least two rows at the
+    start equal to the first row, or at the end equal to the last, is padding. A window with sound, however
+    quiet, to both ends (a live window, most long clips) has none.
+    """
+    def leading_run(Z):
+        same = np.all(np.abs(Z - Z[:, :1]) <= PADDING_ATOL, axis=2)
+        run = np.cumprod(same, axis=1).astype(bool)
+        return run & (run.sum(axis=1, keepdims=True) >= 2)
+    return leading_run(X) | leading_run(X[:, ::-1])[:, ::-1]
+
+
+def standardise_speech_frames(X: np.ndarray) -> np.ndarray:
+    """X (clips, frames, features) with each clip standardised like standardise_per_clip, but by the mean
+    and standard deviation of its frames that are not zero padding (padding_frames); the padding becomes 0.
+
+    How much padding a clip gets depends on how long it is (a TESS word is shorter than a RAVDESS sentence),
+    and padding frames sit far below any speech: counted in, they set the statistics by the clip's length,
+    not its sound. A window that is all padding (silence) becomes all 0.
+    """
+    active = ~padding_frames(X)[..., np.newaxis]
+    n = np.maximum(active.sum(axis=1, keepdims=True), 1)
+    mean = np.where(active, X, 0).sum(axis=1, keepdims=True) / n
+    std = np.sqrt(np.where(active, (X - mean) ** 2, 0).sum(axis=1, keepdims=True) / n)
+    return np.where(active, (X - mean) / (std + 1e-6), 0).astype(np.float32)
+
+
 def speaker_statistics(X: np.ndarray, speakers) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{speaker: (mean, std)} of each feature (features,) over all frames of that speaker's clips in X
     (clips, frames, features)."""
@@ -525,9 +558,12 @@ def standardise_per_speaker(X: np.ndarray, speakers, statistics: dict | None = N
 
 def normalised(X: np.ndarray, speakers, norm: str, statistics: dict | None = None) -> np.ndarray:
     """X (clips, frames, features) as a model trained with `norm` (one of recipes.NORMS) takes it: unchanged,
-    standardise_per_clip, or standardise_per_speaker with the given training-side statistics."""
+    standardise_per_clip, standardise_speech_frames, or standardise_per_speaker with the given training-side
+    statistics."""
     if norm == "clip":
         return standardise_per_clip(X)
+    if norm == "speech":
+        return standardise_speech_frames(X)
     if norm == "speaker":
         return standardise_per_speaker(X, speakers, statistics)
     return X

@@ -77,9 +77,12 @@ class RunningStandardiser:
         return ((X - self.mean) / (std + 1e-6)).astype(np.float32)
 
 
-def standardise_window(X: np.ndarray) -> np.ndarray:
-    """One window's features (frames, features) standardised by themselves (features.standardise_per_clip)."""
-    return features.standardise_per_clip(X[np.newaxis])[0]
+def window_standardiser(norm: str):
+    """A function that standardises one window's features (frames, features) by themselves, as features.normalised
+    does for norm "clip" or "speech"; None for the other norms."""
+    if norm not in ("clip", "speech"):
+        return None
+    return lambda X: features.normalised(X[np.newaxis], None, norm)[0]
 
 
 class Predictor:
@@ -212,7 +215,7 @@ class LiveClassifier:
         self.hop_samples = round(hop_s * device_rate)
         self.gate_samples = round(GATE_BLOCK_S * device_rate)
         self.smoother = Smoother(smoothing)
-        self.standardise = {"speaker": RunningStandardiser(), "clip": standardise_window}.get(predictor.norm)
+        self.standardise = RunningStandardiser() if predictor.norm == "speaker" else window_standardiser(predictor.norm)
 
     def warm_up(self) -> None:
         """Pay the first call's costs (librosa's numba compilation, TensorFlow tracing) before streaming.

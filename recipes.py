@@ -22,7 +22,7 @@ RECIPES = {
                "balance": "none", "copies": 1, "epoch_copies": "all", "perturb_voice": False},
 }
 DEFAULT_RECIPE = "pooled"
-NORMS = ("none", "clip", "speaker")  # how features are standardised: features.normalised
+NORMS = ("none", "clip", "speech", "speaker")  # how features are standardised: features.normalised
 FRONTENDS = ("mfcc", "logmel", "pcen")  # what a frame of audio becomes: features.frame_features
 # The architectures model.MODELS builds, in the order the recipes name them.
 MODEL_NAMES = tuple(dict.fromkeys(r["model"] for r in RECIPES.values()))
@@ -142,8 +142,9 @@ def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) ->
                    help="append the deltas and delta-deltas of a frame's features")
     p.add_argument("--norm", choices=NORMS, **given,
                    help="standardise features per clip (each clip by itself, as one file or a live window is), "
-                        "per speaker (by statistics of the speaker's training clips; live: running statistics of "
-                        "the session), or not at all")
+                        "per clip by its speech (the same, without the zero padding of a short clip), per speaker "
+                        "(by statistics of the speaker's training clips; live: running statistics of the session), "
+                        "or not at all")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, **given,
                    help="time shift and SpecAugment-style masks while training")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], **given,

@@ -332,6 +332,37 @@ def test_speaker_statistics_come_from_that_speaker_only():
     np.testing.assert_allclose(Z[:6], (X[:6] - X[:6].mean(axis=(0, 1))) / X[:6].std(axis=(0, 1)), atol=1e-5)
 
 
+def test_speech_frames_standardise_a_clip_by_its_speech_not_its_padding(datasets):
+    """--norm speech: the zero padding of a short clip is found and left out of its statistics, so the same
+    speech is standardised alike however much padding surrounds it; a clip that fills its window has none."""
+    rng = np.random.default_rng(0)
+    speech, pad_row = rng.normal(3, 2, (40, 39)).astype(np.float32), np.full(39, -400, np.float32)
+    short, long = (np.concatenate([np.tile(pad_row, (k, 1)), speech, np.tile(pad_row, (k, 1))])[np.newaxis]
+                   for k in (10, 45))
+    np.testing.assert_allclose(F.standardise_speech_frames(short)[0, 10:50],
+                               F.standardise_speech_frames(long)[0, 45:85], atol=1e-5)
+    assert not np.allclose(F.standardise_per_clip(short)[0, 10:50], F.standardise_per_clip(long)[0, 45:85], atol=0.1)
+    assert (F.standardise_speech_frames(long)[0, :45] == 0).all()
+    assert (F.normalised(np.zeros((1, 130, 39), np.float32), None, "speech") == 0).all()  # silence: 0, not NaN
+
+    config = FeatureConfig(trim_db=30, deltas=True)
+    y = F.peak_normalise(F.load_audio(datasets / "tess/OAF_angry/OAF_bar_angry.flac", config.sample_rate))
+    X = F.waveform_features(y, config)[np.newaxis]
+    padding = F.padding_frames(X)[0]
+    start, stop = F.trimmed_span(y, config)
+    speech_frames = (stop - start) / config.hop_length
+    assert padding[:5].all() and padding[-5:].all()
+    assert speech_frames <= (~padding).sum() <= speech_frames + 14  # + the frames that overlap the speech's ends
+    Z = F.normalised(X, None, "speech")[0]
+    np.testing.assert_allclose(Z[~padding].mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(Z[~padding].std(axis=0), 1, atol=1e-3)
+    untrimmed = FeatureConfig(trim_db=None, deltas=True)  # a RAVDESS sentence with sound to both ends of its window
+    X = F.waveform_features(F.load_audio(datasets / "ravdess/Actor_01/03-01-01-01-01-02-01.flac", 22050),
+                            untrimmed)[np.newaxis]
+    assert not F.padding_frames(X).any()
+    np.testing.assert_allclose(F.standardise_speech_frames(X), F.standardise_per_clip(X), atol=1e-4)
+
+
 def test_delta_columns_are_the_first_and_second_differences(datasets):
     """With deltas the features are [MFCC | delta | delta-delta], each as librosa computes it over time."""
     config = FeatureConfig(trim_db=30, deltas=True)
