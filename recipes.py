@@ -14,12 +14,14 @@ RECIPES = {
     "reference": {"model": "seed", "trim_db": None, "frontend": "mfcc", "n_mfcc": 13,
                   "n_mels": 128, "deltas": False, "norm": "none",
                   "augment": False, "lr_schedule": "constant", "label_smoothing": 0.0, "class_weights": False,
-                  "balance": "none", "copies": 0, "epoch_copies": "all", "perturb_voice": False},
+                  "balance": "none", "copies": 0, "epoch_copies": "all", "perturb_voice": False,
+                  "mix_speaker_norm": False},
     # The most robust on speakers never heard without losing on clean speech (README, Results).
     "pooled": {"model": "pooled", "trim_db": 30.0, "frontend": "mfcc", "n_mfcc": 13,
                "n_mels": 128, "deltas": True, "norm": "clip",
                "augment": True, "lr_schedule": "cosine", "label_smoothing": 0.0, "class_weights": False,
-               "balance": "none", "copies": 1, "epoch_copies": "all", "perturb_voice": False},
+               "balance": "none", "copies": 1, "epoch_copies": "all", "perturb_voice": False,
+               "mix_speaker_norm": False},
 }
 DEFAULT_RECIPE = "pooled"
 NORMS = ("none", "clip", "speech", "speaker")  # how features are standardised: features.normalised
@@ -145,6 +147,10 @@ def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) ->
                         "per clip by its speech (the same, without the zero padding of a short clip), per speaker "
                         "(by statistics of the speaker's training clips; live: running statistics of the session), "
                         "or not at all")
+    p.add_argument("--mix-speaker-norm", action=argparse.BooleanOptionalAction, **given,
+                   help="with --norm clip or speech: standardise a random half of the training clips by their "
+                        "speaker's statistics instead (training.mixed_standardisation); validation, tests and "
+                        "inference stay per clip")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, **given,
                    help="time shift and SpecAugment-style masks while training")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], **given,
@@ -172,10 +178,13 @@ def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) ->
 
 
 def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
-    """args with every recipe option that was not given set from RECIPES[args.recipe]."""
+    """args with every recipe option that was not given set from RECIPES[args.recipe]; exits with a one-line
+    error where the options do not go together."""
     for name, value in RECIPES[args.recipe].items():
         if not hasattr(args, name):
             setattr(args, name, value)
+    if args.mix_speaker_norm and args.norm not in ("clip", "speech"):
+        raise SystemExit(f"error: --mix-speaker-norm needs --norm clip or speech, not {args.norm}")
     return args
 
 
@@ -198,7 +207,8 @@ def training_options(args) -> dict:
     return {"augment": args.augment, "epochs": args.epochs, "batch_size": args.batch_size,
             "lr_schedule": args.lr_schedule, "label_smoothing": args.label_smoothing,
             "class_weights": args.class_weights, "balance": args.balance, "copies": args.copies,
-            "epoch_copies": args.epoch_copies, "perturb_voice": args.perturb_voice, "seed": args.seed}
+            "epoch_copies": args.epoch_copies, "perturb_voice": args.perturb_voice,
+            "mix_speaker_norm": args.mix_speaker_norm, "seed": args.seed}
 
 
 def recipe_record(args) -> dict:

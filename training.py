@@ -178,13 +178,17 @@ def fit_split(X: np.ndarray, clips: pd.DataFrame, side: np.ndarray, args, seed: 
     """Standardise X for the split (normalised_split), add the corrupted copies of the training clips, weigh
     them (args.balance), and train the recipe in args on side "train", choosing the epoch on side "val".
 
-    With norm "speaker", each copy of a speaker's clips is standardised by that copy's own statistics, as a
-    speaker's clips through one corrupted channel would be.
+    With norm "speaker" (and args.mix_speaker_norm), each copy of a speaker's clips is standardised by that
+    copy's own statistics, as a speaker's clips through one corrupted channel would be.
     """
     inputs, statistics = normalised_split(X, clips, side, args.norm)
     y, tr, va = labels_of(clips), side == "train", side == "val"
     speakers = clips["speaker"].to_numpy()[tr]
-    versions = [inputs[tr]] + [features.normalised(c[tr], speakers, args.norm) for c in copies]
+    if args.mix_speaker_norm:
+        rng = np.random.default_rng(seed)
+        versions = [mixed_standardisation(v[tr], speakers, args.norm, rng) for v in [X, *copies]]
+    else:
+        versions = [inputs[tr]] + [features.normalised(c[tr], speakers, args.norm) for c in copies]
     weights = balance_weights(clips[tr], args.balance)
     if args.epoch_copies == "one" and copies:
         X_train, y_train = np.stack(versions, axis=1), y[tr]
@@ -193,6 +197,20 @@ def fit_split(X: np.ndarray, clips: pd.DataFrame, side: np.ndarray, args, seed: 
         weights = None if weights is None else np.tile(weights, len(versions))
     model, history, best_epoch = train(X_train, y_train, inputs[va], y[va], args, seed, verbose, weights)
     return Fit(model, history, best_epoch, inputs, statistics)
+
+
+def mixed_standardisation(X: np.ndarray, speakers, norm: str, rng: np.random.Generator,
+                          share: float = 0.5) -> np.ndarray:
+    """X (clips, frames, features) standardised by each clip itself, as `norm` ("clip" or "speech") does, except
+    a random `share` of the clips, standardised by the statistics of all their speaker's clips in X.
+
+    A training mix (--mix-speaker-norm): a clip standardised by its speaker keeps what it says louder,
+    brighter or more varied than the speaker's usual, which per-clip standardisation takes away, while the
+    model still learns the per-clip view that a single clip at test time gets.
+    """
+    by_speaker = rng.random(len(X)) < share
+    return np.where(by_speaker[:, None, None], features.standardise_per_speaker(X, speakers),
+                    features.normalised(X, speakers, norm)).astype(np.float32)
 
 
 def validation_split(clips: pd.DataFrame, seed: int) -> np.ndarray:

@@ -477,13 +477,34 @@ def test_balanced_class_weights_make_every_class_weigh_the_same():
     assert np.allclose(totals, totals[0]) and np.isclose(sum(totals), len(y))
 
 
+def test_a_training_mix_standardises_some_clips_by_their_speaker_and_the_rest_alone(small_corpus, tmp_path):
+    clips = F.index_corpus(small_corpus)[0]
+    X, speakers = F.load_features(clips, F.FeatureConfig(), tmp_path).X, clips["speaker"].to_numpy()
+    alone, by_speaker = F.standardise_per_clip(X), F.standardise_per_speaker(X, speakers)
+    mixed = training.mixed_standardisation(X, speakers, "clip", np.random.default_rng(0))
+    is_alone = np.isclose(mixed, alone, atol=1e-5).all(axis=(1, 2))
+    is_speaker = np.isclose(mixed, by_speaker, atol=1e-5).all(axis=(1, 2))
+    assert (is_alone != is_speaker).all()  # each clip one way, and the two ways differ
+    assert 0.3 < is_speaker.mean() < 0.7
+    np.testing.assert_array_equal(mixed, training.mixed_standardisation(X, speakers, "clip", np.random.default_rng(0)))
+    assert not np.array_equal(mixed, training.mixed_standardisation(X, speakers, "clip", np.random.default_rng(1)))
+    np.testing.assert_allclose(training.mixed_standardisation(X, speakers, "clip", np.random.default_rng(0), share=0),
+                               alone, atol=1e-6)
+    # The model standardises per clip at test time; the mix needs a per-clip norm to go with.
+    assert recipe_options("--mix-speaker-norm").norm == "clip"
+    result = run_script("train_model.py", "--norm", "speaker", "--mix-speaker-norm", "--model-dir", tmp_path / "m")
+    assert result.returncode == 1 and result.stderr.strip() == (
+        "error: --mix-speaker-norm needs --norm clip or speech, not speaker")
+
+
 def test_training_options_are_recorded_in_the_model_dir(small_corpus, tmp_path):
     model_dir = train_model.main(["--data-dir", str(small_corpus), "--model-dir", str(tmp_path / "m"), "--epochs", "1",
                                   "--cache-dir", str(tmp_path / "cache"), "--split", "speaker", "--model", "pooled",
-                                  "--lr-schedule", "cosine", "--label-smoothing", "0.1", "--class-weights"])
+                                  "--lr-schedule", "cosine", "--label-smoothing", "0.1", "--class-weights",
+                                  "--mix-speaker-norm"])
     training = json.loads((model_dir / "metadata.json").read_text())["training"]
     assert training["lr_schedule"] == "cosine" and training["label_smoothing"] == 0.1
-    assert training["class_weights"] is True
+    assert training["class_weights"] is True and training["mix_speaker_norm"] is True
 
 
 def first_epoch_loss(X, y, *options, sample_weight=None) -> float:
