@@ -496,6 +496,17 @@ def standardise_per_clip(X: np.ndarray) -> np.ndarray:
     return ((X - mean) / (std + 1e-6)).astype(np.float32)
 
 
+def remove_clip_mean(X: np.ndarray) -> np.ndarray:
+    """X (clips, frames, features) less each clip's own mean of each feature over its frames (cepstral mean
+    normalisation).
+
+    A fixed channel or level cancels as with standardise_per_clip, but each feature keeps its spread over
+    time (how far a clip's loudness and timbre swing, a cue to arousal), which the model's Normalization
+    layer then scales alike for every clip.
+    """
+    return (X - X.mean(axis=1, keepdims=True)).astype(np.float32)
+
+
 PADDING_ATOL = 1e-3  # feature units: padding rows agree within 3e-5, the first row with sound differs by over 0.01
 
 
@@ -558,10 +569,12 @@ def standardise_per_speaker(X: np.ndarray, speakers, statistics: dict | None = N
 
 def normalised(X: np.ndarray, speakers, norm: str, statistics: dict | None = None) -> np.ndarray:
     """X (clips, frames, features) as a model trained with `norm` (one of recipes.NORMS) takes it: unchanged,
-    standardise_per_clip, standardise_speech_frames, or standardise_per_speaker with the given training-side
-    statistics."""
+    standardise_per_clip, standardise_speech_frames, remove_clip_mean, or standardise_per_speaker with the given
+    training-side statistics."""
     if norm == "clip":
         return standardise_per_clip(X)
+    if norm == "mean":
+        return remove_clip_mean(X)
     if norm == "speech":
         return standardise_speech_frames(X)
     if norm == "speaker":

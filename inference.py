@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import features
+from recipes import PER_CLIP_NORMS
 
 SILENCE = "silence"
 # Loudest 0.5 s of a corpus clip: above -48 dBFS for 95% of RAVDESS and 100% of TESS (see README).
@@ -79,8 +80,8 @@ class RunningStandardiser:
 
 def window_standardiser(norm: str):
     """A function that standardises one window's features (frames, features) by themselves, as features.normalised
-    does for norm "clip" or "speech"; None for the other norms."""
-    if norm not in ("clip", "speech"):
+    does for a norm of recipes.PER_CLIP_NORMS; None for the other norms."""
+    if norm not in PER_CLIP_NORMS:
         return None
     return lambda X: features.normalised(X[np.newaxis], None, norm)[0]
 

@@ -24,7 +24,8 @@ RECIPES = {
                "mix_speaker_norm": False},
 }
 DEFAULT_RECIPE = "pooled"
-NORMS = ("none", "clip", "speech", "speaker")  # how features are standardised: features.normalised
+NORMS = ("none", "clip", "speech", "mean", "speaker")  # how features are standardised: features.normalised
+PER_CLIP_NORMS = ("clip", "speech", "mean")  # the norms that need nothing but the clip (or live window) itself
 FRONTENDS = ("mfcc", "logmel", "pcen")  # what a frame of audio becomes: features.frame_features
 # The architectures model.MODELS builds, in the order the recipes name them.
 MODEL_NAMES = tuple(dict.fromkeys(r["model"] for r in RECIPES.values()))
@@ -144,11 +145,12 @@ def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) ->
                    help="append the deltas and delta-deltas of a frame's features")
     p.add_argument("--norm", choices=NORMS, **given,
                    help="standardise features per clip (each clip by itself, as one file or a live window is), "
-                        "per clip by its speech (the same, without the zero padding of a short clip), per speaker "
+                        "per clip by its speech (the same, without the zero padding of a short clip), per clip "
+                        "by its mean alone (each feature's spread over time kept), per speaker "
                         "(by statistics of the speaker's training clips; live: running statistics of the session), "
                         "or not at all")
     p.add_argument("--mix-speaker-norm", action=argparse.BooleanOptionalAction, **given,
-                   help="with --norm clip or speech: standardise a random half of the training clips by their "
+                   help="with a per-clip --norm: standardise a random half of the training clips by their "
                         "speaker's statistics instead (training.mixed_standardisation); validation, tests and "
                         "inference stay per clip")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, **given,
@@ -183,8 +185,8 @@ def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
     for name, value in RECIPES[args.recipe].items():
         if not hasattr(args, name):
             setattr(args, name, value)
-    if args.mix_speaker_norm and args.norm not in ("clip", "speech"):
-        raise SystemExit(f"error: --mix-speaker-norm needs --norm clip or speech, not {args.norm}")
+    if args.mix_speaker_norm and args.norm not in PER_CLIP_NORMS:
+        raise SystemExit(f"error: --mix-speaker-norm needs --norm {', '.join(PER_CLIP_NORMS)}, not {args.norm}")
     return args
 
 

@@ -363,6 +363,21 @@ def test_speech_frames_standardise_a_clip_by_its_speech_not_its_padding(datasets
     np.testing.assert_allclose(F.standardise_speech_frames(X), F.standardise_per_clip(X), atol=1e-4)
 
 
+def test_clip_mean_removal_cancels_a_fixed_channel_and_keeps_each_features_spread(datasets):
+    """--norm mean: what a fixed channel adds to every frame's cepstrum (a vector per clip) cancels, as with
+    --norm clip, but each feature keeps its spread over time, which standardise_per_clip sets to 1."""
+    config = FeatureConfig(trim_db=30, deltas=True)
+    X = np.stack([F.waveform_features(F.load_audio(datasets / f"ravdess/Actor_01/03-01-0{e}-02-01-01-01.flac",
+                                                   config.sample_rate), config) for e in (4, 5)])  # sad, angry
+    channel = np.random.default_rng(0).normal(0, 20, (1, 1, X.shape[2])).astype(np.float32)
+    Z = F.normalised(X, None, "mean")
+    np.testing.assert_allclose(F.normalised(X + channel, None, "mean"), Z, atol=1e-3)
+    np.testing.assert_allclose(Z.mean(axis=1), 0, atol=1e-3)
+    np.testing.assert_allclose(Z.std(axis=1), X.std(axis=1), rtol=1e-4)
+    assert not np.allclose(Z.std(axis=1)[0], Z.std(axis=1)[1], rtol=0.1)  # two clips' spreads stay their own
+    np.testing.assert_allclose(F.normalised(X, None, "clip").std(axis=1), 1, atol=1e-3)
+
+
 def test_delta_columns_are_the_first_and_second_differences(datasets):
     """With deltas the features are [MFCC | delta | delta-delta], each as librosa computes it over time."""
     config = FeatureConfig(trim_db=30, deltas=True)

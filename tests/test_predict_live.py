@@ -290,7 +290,7 @@ def test_silence_gate_and_levels(full_model):
 def test_a_live_window_is_standardised_as_the_model_was_trained():
     X = np.random.default_rng(0).normal(4, 3, (130, 13)).astype(np.float32)
     X[:20] = X[-20:] = -300  # the zeros the ring buffer holds before the stream fills it
-    by = {norm: inference.window_standardiser(norm) for norm in ("clip", "speech")}
+    by = {norm: inference.window_standardiser(norm) for norm in ("clip", "speech", "mean")}
     for norm, standardise in by.items():
         np.testing.assert_array_equal(standardise(X), F.normalised(X[np.newaxis], None, norm)[0])
     assert by["speech"](X)[:20].max() == 0 != by["clip"](X)[:20].max()

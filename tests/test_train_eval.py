@@ -494,7 +494,7 @@ def test_a_training_mix_standardises_some_clips_by_their_speaker_and_the_rest_al
     assert recipe_options("--mix-speaker-norm").norm == "clip"
     result = run_script("train_model.py", "--norm", "speaker", "--mix-speaker-norm", "--model-dir", tmp_path / "m")
     assert result.returncode == 1 and result.stderr.strip() == (
-        "error: --mix-speaker-norm needs --norm clip or speech, not speaker")
+        "error: --mix-speaker-norm needs --norm clip, speech, mean, not speaker")
 
 
 def test_training_options_are_recorded_in_the_model_dir(small_corpus, tmp_path):
