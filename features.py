@@ -500,9 +500,9 @@ def remove_clip_mean(X: np.ndarray) -> np.ndarray:
     """X (clips, frames, features) less each clip's own mean of each feature over its frames (cepstral mean
     normalisation).
 
-    A fixed channel or level cancels as with standardise_per_clip, but each feature keeps its spread over
-    time (how far a clip's loudness and timbre swing, a cue to arousal), which the model's Normalization
-    layer then scales alike for every clip.
+    What a fixed channel adds to every frame cancels, as with standardise_per_clip, but each feature keeps its
+    spread over time (how far a clip's loudness and timbre swing, a cue to arousal), which the model's
+    Normalization layer then scales alike for every clip.
     """
     return (X - X.mean(axis=1, keepdims=True)).astype(np.float32)
 

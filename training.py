@@ -201,8 +201,9 @@ def fit_split(X: np.ndarray, clips: pd.DataFrame, side: np.ndarray, args, seed: 
 
 def mixed_standardisation(X: np.ndarray, speakers, norm: str, rng: np.random.Generator,
                           share: float = 0.5) -> np.ndarray:
-    """X (clips, frames, features) standardised by each clip itself, as `norm` (of recipes.PER_CLIP_NORMS) does, except
-    a random `share` of the clips, standardised by the statistics of all their speaker's clips in X.
+    """X (clips, frames, features) standardised by each clip itself, as `norm` (of recipes.PER_CLIP_NORMS)
+    does, except a random `share` of the clips, standardised by the statistics of all their speaker's clips
+    in X.
 
     A training mix (--mix-speaker-norm): a clip standardised by its speaker keeps what it says louder,
     brighter or more varied than the speaker's usual, which per-clip standardisation takes away, while the
