@@ -178,8 +178,9 @@ def fit_split(X: np.ndarray, clips: pd.DataFrame, side: np.ndarray, args, seed: 
     """Standardise X for the split (normalised_split), add the corrupted copies of the training clips, weigh
     them (args.balance), and train the recipe in args on side "train", choosing the epoch on side "val".
 
-    With norm "speaker" (and args.mix_speaker_norm), each copy of a speaker's clips is standardised by that
-    copy's own statistics, as a speaker's clips through one corrupted channel would be.
+    Wherever clips are standardised by their speaker (norm "speaker", or the speaker half of
+    args.mix_speaker_norm), each copy of a speaker's clips takes that copy's own statistics, as a speaker's
+    clips through one corrupted channel would.
     """
     inputs, statistics = normalised_split(X, clips, side, args.norm)
     y, tr, va = labels_of(clips), side == "train", side == "val"
