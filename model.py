@@ -86,13 +86,36 @@ def pooled_conv_layers(blocks=POOLED_BLOCKS) -> list[layers.Layer]:
     return stack
 
 
+@keras.saving.register_keras_serializable(package="ser")
+class BesideClipStandardised(layers.Layer):
+    """(batch, frames, features) -> (batch, frames, 2 * features): each clip as it comes, and beside it the
+    same clip standardised by its own mean and standard deviation of each feature over its frames (as
+    features.standardise_per_clip does).
+
+    With --norm mean the first half keeps how far each feature swings over time, a cue to arousal that
+    carries from one corpus to another; additive noise narrows those swings, and the second half undoes that.
+    """
+
+    def call(self, x):
+        mean = keras.ops.mean(x, axis=1, keepdims=True)
+        std = keras.ops.std(x, axis=1, keepdims=True)
+        return keras.ops.concatenate([x, (x - mean) / (std + 1e-6)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 2 * input_shape[-1])
+
+
 def build_pooled_cnn(input_shape: tuple[int, int], n_classes: int, normalizer: layers.Normalization | None = None,
-                     blocks=POOLED_BLOCKS, hidden: int = 64) -> keras.Model:
+                     blocks=POOLED_BLOCKS, hidden: int = 64, clip_view: bool = False) -> keras.Model:
     """A CNN that pools over time instead of flattening: BatchNorm after each convolution, global
-    average pooling, so a sound means the same wherever it falls in the window. Not yet compiled."""
+    average pooling, so a sound means the same wherever it falls in the window. Not yet compiled.
+
+    clip_view: the convolutions see each clip beside itself standardised per clip (BesideClipStandardised).
+    """
     model = keras.Sequential([
         keras.Input(shape=input_shape),
         *([normalizer] if normalizer is not None else []),
+        *([BesideClipStandardised()] if clip_view else []),
         *pooled_conv_layers(blocks),
         layers.GlobalAveragePooling1D(),
         layers.Dropout(0.3),

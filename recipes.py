@@ -15,13 +15,13 @@ RECIPES = {
                   "n_mels": 128, "deltas": False, "norm": "none",
                   "augment": False, "lr_schedule": "constant", "label_smoothing": 0.0, "class_weights": False,
                   "balance": "none", "copies": 0, "epoch_copies": "all", "perturb_voice": False,
-                  "mix_speaker_norm": False},
+                  "mix_speaker_norm": False, "clip_view": False},
     # The most robust on speakers never heard without losing on clean speech (README, Results).
     "pooled": {"model": "pooled", "trim_db": 30.0, "frontend": "mfcc", "n_mfcc": 13,
                "n_mels": 128, "deltas": True, "norm": "clip",
                "augment": True, "lr_schedule": "cosine", "label_smoothing": 0.0, "class_weights": False,
                "balance": "none", "copies": 1, "epoch_copies": "all", "perturb_voice": False,
-               "mix_speaker_norm": False},
+               "mix_speaker_norm": False, "clip_view": False},
 }
 DEFAULT_RECIPE = "pooled"
 NORMS = ("none", "clip", "speech", "mean", "speaker")  # how features are standardised: features.normalised
@@ -153,6 +153,9 @@ def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) ->
                    help="with a per-clip --norm: standardise a random half of the training clips by their "
                         "speaker's statistics instead (training.mixed_standardisation); validation, tests and "
                         "inference stay per clip")
+    p.add_argument("--clip-view", action=argparse.BooleanOptionalAction, **given,
+                   help="with --model pooled: the model sees each clip's features as --norm gives them and, beside "
+                        "them, the same standardised per clip (model.BesideClipStandardised)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, **given,
                    help="time shift and SpecAugment-style masks while training")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], **given,
@@ -187,6 +190,8 @@ def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, name, value)
     if args.mix_speaker_norm and args.norm not in PER_CLIP_NORMS:
         raise SystemExit(f"error: --mix-speaker-norm needs --norm {', '.join(PER_CLIP_NORMS)}, not {args.norm}")
+    if args.clip_view and args.model != "pooled":
+        raise SystemExit(f"error: --clip-view needs --model pooled, not {args.model}")
     return args
 
 
@@ -215,5 +220,6 @@ def training_options(args) -> dict:
 
 def recipe_record(args) -> dict:
     """The recipe options, as cross-validation and benchmark results record them."""
-    return {"recipe": args.recipe, "model": args.model, "norm": args.norm, **training_options(args),
+    return {"recipe": args.recipe, "model": args.model, "clip_view": args.clip_view, "norm": args.norm,
+            **training_options(args),
             "feature_config": recipe_config(args).to_dict()}

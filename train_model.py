@@ -61,6 +61,7 @@ def run(args) -> Path:
         "feature_config": recipes.recipe_config(args).to_dict(),
         "recipe": args.recipe,
         "model": args.model,
+        "clip_view": args.clip_view,
         "norm": args.norm,  # test_model.py and predict_live.py standardise the same way
         "speaker_statistics": models.statistics_record(fit.statistics),  # of the training side, for norm "speaker"
         "data_dirs": [str(Path(d).resolve()) for d in args.data_dir],

@@ -301,7 +301,8 @@ def train(X_train, y_train, X_val, y_val, recipe, seed: int, verbose: int | None
     models.keras.utils.set_random_seed(seed)
     frames = X_train.reshape(-1, *X_train.shape[-2:])
     model = models.MODELS[recipe.model](frames.shape[1:], len(features.EMOTIONS),
-                                        normalizer=models.feature_normalizer(frames))
+                                        normalizer=models.feature_normalizer(frames),
+                                        **({"clip_view": True} if recipe.clip_view else {}))
     steps = -(-len(y_train) // recipe.batch_size)
     learning_rate = (models.keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=recipe.epochs * steps)
                      if recipe.lr_schedule == "cosine" else 1e-3)

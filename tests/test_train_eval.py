@@ -501,10 +501,28 @@ def test_training_options_are_recorded_in_the_model_dir(small_corpus, tmp_path):
     model_dir = train_model.main(["--data-dir", str(small_corpus), "--model-dir", str(tmp_path / "m"), "--epochs", "1",
                                   "--cache-dir", str(tmp_path / "cache"), "--split", "speaker", "--model", "pooled",
                                   "--lr-schedule", "cosine", "--label-smoothing", "0.1", "--class-weights",
-                                  "--mix-speaker-norm"])
-    training = json.loads((model_dir / "metadata.json").read_text())["training"]
+                                  "--mix-speaker-norm", "--norm", "mean", "--clip-view"])
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    training = metadata["training"]
     assert training["lr_schedule"] == "cosine" and training["label_smoothing"] == 0.1
     assert training["class_weights"] is True and training["mix_speaker_norm"] is True
+    assert metadata["norm"] == "mean" and metadata["clip_view"] is True
+    # The clip view is a layer of the saved model: it loads in safe mode and runs without this recipe.
+    saved = models.load_model_dir(model_dir)
+    assert any(isinstance(layer, models.BesideClipStandardised) for layer in saved.model.layers)
+
+
+def test_the_clip_view_sets_each_clip_beside_itself_standardised(small_corpus, tmp_path):
+    clips = F.index_corpus(small_corpus)[0]
+    X = F.normalised(F.load_features(clips, F.FeatureConfig(), tmp_path).X, None, "mean")
+    both = np.asarray(models.BesideClipStandardised()(X))
+    assert both.shape == (*X.shape[:2], 2 * X.shape[2])
+    np.testing.assert_array_equal(both[..., :X.shape[2]], X)
+    np.testing.assert_allclose(both[..., X.shape[2]:], F.standardise_per_clip(X), atol=1e-4)
+    model = models.build_pooled_cnn(X.shape[1:], 8, clip_view=True)
+    assert model.get_layer(index=1).input.shape[-1] == 2 * X.shape[2]  # the first convolution sees both
+    result = run_script("train_model.py", "--recipe", "reference", "--clip-view", "--model-dir", tmp_path / "m")
+    assert result.returncode == 1 and result.stderr.strip() == "error: --clip-view needs --model pooled, not seed"
 
 
 def first_epoch_loss(X, y, *options, sample_weight=None) -> float:
