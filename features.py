@@ -84,6 +84,9 @@ class FeatureConfig:
     n_fft: int = 2048  # samples, ~93 ms at 22,050 Hz
     hop_length: int = 512  # samples, ~23 ms
     n_mels: int = 128
+    # dB: the log-mel spectrogram (of mfcc and logmel) is floored this far below its loudest bin, librosa's
+    # top_db. 80 keeps the near-silence between a studio's words, where a noisy room has noise; 40 fills both in.
+    floor_db: float = 80.0
     trim_db: float | None = None  # drop leading/trailing audio this many dB below the peak; None keeps it
     deltas: bool = False  # append first and second differences of each feature (3 times as many per frame)
     frontend: str = "mfcc"  # one of FRONTENDS: n_mfcc MFCCs, or the n_mels mel bands in dB or through PCEN
@@ -413,9 +416,11 @@ def stft_magnitude(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
 
 
 def log_mel_spectrogram(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Mel power spectrogram of y (n,) at config.sample_rate in dB (ref 1.0), as (n_mels, frames)."""
+    """Mel power spectrogram of y (n,) at config.sample_rate in dB (ref 1.0), as (n_mels, frames), no bin lower
+    than config.floor_db below the loudest."""
     power = stft_magnitude(y, config) ** 2
-    return librosa.power_to_db(mel_basis(config.sample_rate, config.n_fft, config.n_mels) @ power)
+    mel = mel_basis(config.sample_rate, config.n_fft, config.n_mels) @ power
+    return librosa.power_to_db(mel, top_db=config.floor_db)
 
 
 def mfcc_sequence(y: np.ndarray, config: FeatureConfig) -> np.ndarray:

@@ -12,13 +12,13 @@ from pathlib import Path
 RECIPES = {
     # The seed's recipe exactly: its CNN on untrimmed MFCCs, Adam at 1e-3, nothing else.
     "reference": {"model": "seed", "trim_db": None, "frontend": "mfcc", "n_mfcc": 13,
-                  "n_mels": 128, "deltas": False, "norm": "none",
+                  "n_mels": 128, "floor_db": 80.0, "deltas": False, "norm": "none",
                   "augment": False, "lr_schedule": "constant", "label_smoothing": 0.0, "class_weights": False,
                   "balance": "none", "copies": 0, "epoch_copies": "all", "perturb_voice": False,
                   "mix_speaker_norm": False, "clip_view": False},
     # The most robust on speakers never heard without losing on clean speech (README, Results).
     "pooled": {"model": "pooled", "trim_db": 30.0, "frontend": "mfcc", "n_mfcc": 13,
-               "n_mels": 128, "deltas": True, "norm": "clip",
+               "n_mels": 128, "floor_db": 80.0, "deltas": True, "norm": "clip",
                "augment": True, "lr_schedule": "cosine", "label_smoothing": 0.0, "class_weights": False,
                "balance": "none", "copies": 1, "epoch_copies": "all", "perturb_voice": False,
                "mix_speaker_norm": False, "clip_view": False},
@@ -60,6 +60,14 @@ def output_file(text: str):
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is a folder; name a file")
     return path
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number above 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
 
 
 def non_negative_int(text: str) -> int:
@@ -141,6 +149,9 @@ def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) ->
                         "(logmel), or their per-channel energy normalisation (pcen)")
     p.add_argument("--n-mfcc", type=positive_int, **given, help="MFCCs per frame")
     p.add_argument("--n-mels", type=positive_int, **given, help="mel bands the MFCCs or PCEN are made from")
+    p.add_argument("--floor-db", type=positive_float, **given,
+                   help="with the mfcc or logmel frontend: floor the log-mel spectrogram this many dB below its "
+                        "loudest bin (80: librosa's default; lower fills in the quiet a noisy room would)")
     p.add_argument("--deltas", action=argparse.BooleanOptionalAction, **given,
                    help="append the deltas and delta-deltas of a frame's features")
     p.add_argument("--norm", choices=NORMS, **given,
@@ -185,11 +196,14 @@ def add_recipe_arguments(p: argparse.ArgumentParser, model_names=MODEL_NAMES) ->
 def apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
     """args with every recipe option that was not given set from RECIPES[args.recipe]; exits with a one-line
     error where the options do not go together."""
+    given = set(vars(args))
     for name, value in RECIPES[args.recipe].items():
         if not hasattr(args, name):
             setattr(args, name, value)
     if args.mix_speaker_norm and args.norm not in PER_CLIP_NORMS:
         raise SystemExit(f"error: --mix-speaker-norm needs --norm {', '.join(PER_CLIP_NORMS)}, not {args.norm}")
+    if "floor_db" in given and args.frontend == "pcen":
+        raise SystemExit("error: --floor-db applies to the mfcc and logmel frontends, not pcen")
     if args.clip_view and args.model != "pooled":
         raise SystemExit(f"error: --clip-view needs --model pooled, not {args.model}")
     return args
@@ -206,7 +220,7 @@ def recipe_config(args):
     """The features.FeatureConfig that the recipe options ask for."""
     from features import FeatureConfig  # here, not at the top: this module stays free of the audio stack
     return FeatureConfig(trim_db=args.trim_db, frontend=args.frontend, n_mfcc=args.n_mfcc, n_mels=args.n_mels,
-                         deltas=args.deltas)
+                         floor_db=args.floor_db, deltas=args.deltas)
 
 
 def training_options(args) -> dict:

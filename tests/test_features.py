@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import augment
 import features as F
 from features import EMOTIONS, FeatureConfig
 
@@ -390,3 +391,24 @@ def test_delta_columns_are_the_first_and_second_differences(datasets):
     np.testing.assert_allclose(X[:, 13:26], librosa.feature.delta(mfcc).T, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(X[:, 26:], librosa.feature.delta(mfcc, order=2).T, rtol=1e-4, atol=1e-3)
     assert np.abs(X[:, 26:]).max() > 0.1  # not a column of zeros
+
+
+def test_a_higher_log_mel_floor_makes_a_clip_and_its_noisy_copy_alike(datasets):
+    """--floor-db: no log-mel bin lies further below the loudest, and at 40 dB the standardised MFCCs of a clip and
+    of the same clip in white noise at 10 dB SNR lie closer than at librosa's 80, which keeps the quiet that the
+    noise fills in."""
+    studio, floored = FeatureConfig(trim_db=30, deltas=True), FeatureConfig(trim_db=30, deltas=True, floor_db=40)
+    paths = sorted((datasets / "ravdess").glob("Actor_*/03-01-0[2-8]-02-01-01-*.flac"))[::5][:24]
+    distances = {studio: [], floored: []}
+    for i, path in enumerate(paths):
+        y = F.load_audio(path, studio.sample_rate)
+        noisy = augment.corrupt(y, studio.sample_rate, "white:10", np.random.default_rng(i))
+        for config in distances:
+            clean_X, noisy_X = F.standardise_per_clip(np.stack([F.waveform_features(y, config),
+                                                                F.waveform_features(noisy, config)]))
+            distances[config].append(np.mean((clean_X[:, :13] - noisy_X[:, :13]) ** 2))
+    window = F.model_window(y, studio)
+    assert np.ptp(F.log_mel_spectrogram(window, studio)) > 60
+    assert np.ptp(F.log_mel_spectrogram(window, floored)) == pytest.approx(40, abs=1e-3)
+    assert np.mean(distances[floored]) < 0.9 * np.mean(distances[studio])
+    assert studio.digest() != floored.digest()

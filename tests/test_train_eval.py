@@ -501,12 +501,13 @@ def test_training_options_are_recorded_in_the_model_dir(small_corpus, tmp_path):
     model_dir = train_model.main(["--data-dir", str(small_corpus), "--model-dir", str(tmp_path / "m"), "--epochs", "1",
                                   "--cache-dir", str(tmp_path / "cache"), "--split", "speaker", "--model", "pooled",
                                   "--lr-schedule", "cosine", "--label-smoothing", "0.1", "--class-weights",
-                                  "--mix-speaker-norm", "--norm", "mean", "--clip-view"])
+                                  "--mix-speaker-norm", "--norm", "mean", "--clip-view", "--floor-db", "60"])
     metadata = json.loads((model_dir / "metadata.json").read_text())
     training = metadata["training"]
     assert training["lr_schedule"] == "cosine" and training["label_smoothing"] == 0.1
     assert training["class_weights"] is True and training["mix_speaker_norm"] is True
     assert metadata["norm"] == "mean" and metadata["clip_view"] is True
+    assert metadata["feature_config"]["floor_db"] == 60
     # The clip view is a layer of the saved model: it loads in safe mode and runs without this recipe.
     saved = models.load_model_dir(model_dir)
     assert any(isinstance(layer, models.BesideClipStandardised) for layer in saved.model.layers)
@@ -588,3 +589,9 @@ def test_a_recipe_sets_every_option_not_given_and_given_ones_win():
     pcen = recipes.recipe_config(recipe_options("--frontend", "pcen", "--n-mels", "40", "--no-deltas"))
     assert pcen == F.FeatureConfig(trim_db=30.0, frontend="pcen", n_mels=40) and pcen.shape == (130, 40)
     assert recipe_options().recipe == recipes.DEFAULT_RECIPE
+    assert recipes.recipe_config(recipe_options("--frontend", "logmel", "--floor-db", "40")).floor_db == 40.0
+    result = run_script("train_model.py", "--frontend", "pcen", "--floor-db", "40")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: --floor-db applies to the mfcc and logmel frontends, not pcen"
+    result = run_script("train_model.py", "--floor-db", "0")
+    assert result.returncode == 2 and "--floor-db: must be above 0, not 0" in result.stderr
