@@ -394,9 +394,9 @@ def test_delta_columns_are_the_first_and_second_differences(datasets):
 
 
 def test_a_higher_log_mel_floor_makes_a_clip_and_its_noisy_copy_alike(datasets):
-    """--floor-db: no log-mel bin lies further below the loudest, and at 40 dB the standardised MFCCs of a clip and
-    of the same clip in white noise at 10 dB SNR lie closer than at librosa's 80, which keeps the quiet that the
-    noise fills in."""
+    """--floor-db: no log-mel bin lies more than floor_db below the loudest, and at 40 dB the standardised MFCCs of
+    a clip and of the same clip in white noise at 10 dB SNR lie closer than at librosa's 80, which keeps the quiet
+    that the noise fills in."""
     studio, floored = FeatureConfig(trim_db=30, deltas=True), FeatureConfig(trim_db=30, deltas=True, floor_db=40)
     paths = sorted((datasets / "ravdess").glob("Actor_*/03-01-0[2-8]-02-01-01-*.flac"))[::5][:24]
     distances = {studio: [], floored: []}
