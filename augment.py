@@ -10,8 +10,6 @@ output. `corrupt(y, sr, condition, rng, talkers)` applies one by name:
     "telephone"  the 300-3400 Hz band through an 8 kHz line
     "mp3:16"     an MP3 round trip at 16 kbps (also opus)
     "gain:-30"   30 dB quieter;  "clip:-20": clipped 20 dB below the peak
-
-Training copies may first take another voice (other_voice: pitch and tempo), which changes the length.
 """
 from __future__ import annotations
 
@@ -28,6 +26,7 @@ import features
 
 NOISES = ("white", "pink", "brown", "babble", "hum50", "hum60")
 BABBLE_TALKERS = 6  # voices summed into babble: few enough that words surface now and then, as in a café
+BABBLE_POOL = 40  # clips that babble is drawn from, in training copies and in the robustness benchmark
 SPEECH_TOP_DB = 30.0  # speech-active frames: within this of the loudest (librosa.effects.split)
 TELEPHONE_RATE, TELEPHONE_BAND = 8000, (300.0, 3400.0)
 CODEC_RATES = {"opus": 16000, "mp3": 16000}  # Opus takes 8/12/16/24/48 kHz; both as wideband speech
@@ -175,8 +174,8 @@ def telephone(y: np.ndarray, sr: int) -> np.ndarray:
     and back up to sr, so that nothing above 4 kHz is left."""
     narrow = features.resample(y, sr, TELEPHONE_RATE)
     band = scipy.signal.butter(4, TELEPHONE_BAND, btype="bandpass", fs=TELEPHONE_RATE, output="sos")
-    return fit_length(features.resample(scipy.signal.sosfiltfilt(band, narrow).astype(np.float32),
-                                        TELEPHONE_RATE, sr), len(y))
+    return librosa.util.fix_length(features.resample(scipy.signal.sosfiltfilt(band, narrow).astype(np.float32),
+                                                     TELEPHONE_RATE, sr), size=len(y))
 
 
 def codec_level(codec: str, kbps: float) -> float:
@@ -198,7 +197,7 @@ def codec_round_trip(y: np.ndarray, sr: int, codec: str, kbps: float) -> np.ndar
     buffer.seek(0)
     decoded, _ = sf.read(buffer, dtype="float32")
     decoded = decoded[encoder_delay(decoded, narrow, rate // 10):]
-    return fit_length(features.resample(decoded, rate, sr), len(y)) * max(np.abs(y).max(), 1e-9) / 0.9
+    return librosa.util.fix_length(features.resample(decoded, rate, sr), size=len(y)) * max(np.abs(y).max(), 1e-9) / 0.9
 
 
 def encoder_delay(decoded: np.ndarray, original: np.ndarray, max_lag: int) -> int:
@@ -206,11 +205,6 @@ def encoder_delay(decoded: np.ndarray, original: np.ndarray, max_lag: int) -> in
     n = min(len(decoded), len(original))
     correlation = scipy.signal.correlate(decoded[:n], original[:n], mode="full", method="fft")[n - 1:n + max_lag]
     return int(np.argmax(correlation))
-
-
-def fit_length(y: np.ndarray, n: int) -> np.ndarray:
-    """y cut or zero-padded at the end to n samples."""
-    return np.pad(y, (0, max(0, n - len(y))))[:n].astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,16 +262,6 @@ def corrupt(y: np.ndarray, sr: int, condition: str, rng: np.random.Generator,
 TRAINING_VERSION = 1
 TRAINING_RT60S = (0.25, 0.5, 0.75, 1.0)  # rooms of training copies: other rooms (bank seed 1) than the benchmark's
 TRAINING_ROOM_SEED = 1
-VOICE_SEMITONES = 2.0  # a training copy's pitch shift with --perturb-voice: uniform within +-this
-VOICE_RATES = (0.9, 1.1)  # and its tempo, as a rate of time stretch
-
-
-def other_voice(y: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
-    """y (n,) at sr as a speaker of another size and pace might say it: pitch and formants shifted together
-    by up to VOICE_SEMITONES (librosa.effects.pitch_shift), then the tempo changed by a rate drawn from
-    VOICE_RATES (librosa.effects.time_stretch), so the length becomes about n / rate."""
-    shifted = librosa.effects.pitch_shift(y, sr=sr, n_steps=rng.uniform(-VOICE_SEMITONES, VOICE_SEMITONES))
-    return librosa.effects.time_stretch(shifted, rate=rng.uniform(*VOICE_RATES)).astype(np.float32)
 
 
 def training_corruption(y: np.ndarray, sr: int, rng: np.random.Generator, talkers: list[np.ndarray]) -> np.ndarray:

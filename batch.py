@@ -1,7 +1,7 @@
 """Classifying many files (predict_live.py --file): in partitions, each saved as it finishes so that a run that
 stops can be resumed, in this process or on a Dask cluster (cluster.py).
 
-    predictor = inference.Predictor(model.load_model_dir("models/latest"))
+    predictor = inference.Predictor(modeldir.load_model_dir("models/latest"))
     table, skipped = batch.classify_many(paths, predictor, "models/latest", output=Path("results.parquet"))
 
 `table` has a row per classified file: path, label, windows and a probability per label, as
@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-import features
 import inference
+from fileio import atomic_output
 
 PARTITION_FILES = 50  # files per task: enough to hide a task's overhead, few enough to spread over workers
 OUTPUT_SUFFIXES = (".csv", ".json", ".parquet")  # what write_results writes
@@ -32,17 +32,6 @@ OUTPUT_SUFFIXES = (".csv", ".json", ".parquet")  # what write_results writes
 
 class ResultsFileError(Exception):
     """An --output file that exists but is not a results table of this model."""
-
-
-def partitions(paths: list[str], norm: str) -> list[list[str]]:
-    """Groups of paths to classify together: PARTITION_FILES at a time, or, for a speaker-normalised model,
-    every file of one speaker (inference.speaker_of) in one group, since they are standardised together."""
-    if norm != "speaker":
-        return [paths[i:i + PARTITION_FILES] for i in range(0, len(paths), PARTITION_FILES)]
-    groups: dict[str, list[str]] = {}
-    for path in paths:
-        groups.setdefault(inference.speaker_of(Path(path)), []).append(path)
-    return list(groups.values())
 
 
 def results_table(results: list[dict], labels: list[str]) -> pd.DataFrame:
@@ -58,8 +47,8 @@ def results_table(results: list[dict], labels: list[str]) -> pd.DataFrame:
 
 @functools.lru_cache(maxsize=2)
 def _process_predictor(model_dir: str, exported: str | None) -> inference.Predictor:
-    import model as models
-    predictor = inference.Predictor(models.load_model_dir(model_dir), Path(exported) if exported else None)
+    import modeldir
+    predictor = inference.Predictor(modeldir.load_model_dir(model_dir), Path(exported) if exported else None)
     # A worker may run several partitions at once on its threads; LiteRT's interpreter is not safe to share,
     # and Keras builds its predict function on the first call.
     run, lock = predictor.run, threading.Lock()
@@ -115,7 +104,7 @@ def write_results(table: pd.DataFrame, path: Path) -> None:
     """A results_table as .csv (probabilities to 4 decimals), .parquet, or .json (a record per file with a
     "probabilities" mapping), written atomically."""
     labels = list(table.columns[3:])
-    with features.atomic_output(path) as tmp:
+    with atomic_output(path) as tmp:
         if path.suffix == ".parquet":
             table.to_parquet(tmp, index=False)
         elif path.suffix == ".json":
@@ -145,7 +134,7 @@ def write_part(output: Path, table: pd.DataFrame) -> None:
     """A finished partition's rows, saved in parts_folder(output) until the run merges them into output."""
     folder = parts_folder(output)
     folder.mkdir(exist_ok=True)
-    with features.atomic_output(folder / f"{time.time_ns()}-{os.getpid()}.parquet") as tmp:
+    with atomic_output(folder / f"{time.time_ns()}-{os.getpid()}.parquet") as tmp:
         table.to_parquet(tmp, index=False)
 
 
@@ -171,7 +160,7 @@ def classify_many(paths: list[Path], predictor: inference.Predictor, model_dir: 
     done = finished_rows(output, predictor.labels) if output else results_table([], predictor.labels)
     already = set(done["path"])
     todo = [name for name in named if name not in already]
-    groups = [[named[n] for n in group] for group in partitions(todo, predictor.norm)]
+    groups = [[named[n] for n in todo[i:i + PARTITION_FILES]] for i in range(0, len(todo), PARTITION_FILES)]
     if client is None:
         finished = (classified(group, predictor) for group in groups)
     else:

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-import features
+import corpora
 
 CHUNK = 1 << 20
 
@@ -94,7 +94,7 @@ def configured(corpus: Corpus) -> Corpus:
 
 
 def count_clips(folder: Path) -> int:
-    return len(features.audio_files(folder)) if folder.is_dir() else 0
+    return len(corpora.audio_files(folder)) if folder.is_dir() else 0
 
 
 def download(url: str, part: Path) -> int:

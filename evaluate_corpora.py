@@ -12,23 +12,25 @@ import argparse
 import logging
 import sys
 
-import recipes
+import cli
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    recipes.add_data_arguments(p)
+    cli.add_data_arguments(p)
     p.add_argument("--out", default="results/corpora")
-    recipes.add_recipe_arguments(p)
-    args = recipes.apply_recipe(p.parse_args(argv))
+    cli.add_recipe_arguments(p)
+    args = p.parse_args(argv)
+    recipe = cli.recipe_from_args(args)
     logging.basicConfig(format="%(message)s")  # warnings only: libraries log at INFO on their first run
     # Imported once the arguments are good: TensorFlow takes seconds to load.
+    import corpora
     import evaluation
-    import features
     import training
     try:
-        return evaluation.run_leave_one_corpus_out(args)
-    except (features.CorpusError, training.SplitError) as e:
+        return evaluation.run_leave_one_corpus_out(recipe, data_dirs=args.data_dir, corpus_names=args.corpora,
+                                                   cache_dir=args.cache_dir, seed=args.seed, out=args.out)
+    except (corpora.CorpusError, training.SplitError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -11,10 +11,8 @@ actors, to compare with papers.
 
 Each fold trains on the RAVDESS actors outside it plus the other corpora, except two of those
 actors (one of each gender) who pick the best epoch, and is tested on the fold's actors, whom it
-never heard. Per-speaker standardisation (--norm speaker) takes each training speaker's statistics
-from their own clips, and each test actor's from all of their test clips (enrolment), so for it
-the accuracy with each test clip standardised alone is reported too. Prints accuracy and UAR per
-fold and their mean ± std, and writes `cv.json` and `confusion_matrix.png` (summed over folds) into --out.
+never heard. Prints accuracy and UAR per fold and their mean ± std, and writes `cv.json` and
+`confusion_matrix.png` (summed over folds) into --out.
 
 With --seeds, every fold runs once per seed. With --scheduler, every (fold, seed) pair is a task on a
 Dask cluster (or on local:N worker processes); the workers read --data-dir and --cache-dir at the
@@ -24,27 +22,31 @@ import argparse
 import logging
 import sys
 
-import recipes
+import cli
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    recipes.add_data_arguments(p)
-    recipes.add_cross_validation_arguments(p)
-    recipes.add_recipe_arguments(p)
-    recipes.add_scheduler_arguments(p, "run the folds")
-    args = recipes.apply_recipe(p.parse_args(argv))
+    cli.add_data_arguments(p)
+    cli.add_cross_validation_arguments(p)
+    cli.add_recipe_arguments(p)
+    cli.add_scheduler_arguments(p, "run the folds")
+    args = p.parse_args(argv)
+    recipe = cli.recipe_from_args(args)
     logging.basicConfig(format="%(message)s")  # warnings only: libraries log at INFO on their first run
     # Imported once the arguments are good: TensorFlow takes seconds to load.
     import cluster
+    import corpora
     import evaluation
-    import features
     import training
     client = None
     try:
         client = cluster.connect(args.scheduler, args.scheduler_timeout) if args.scheduler else None
-        return evaluation.run_cross_validation(args, client)
-    except (features.CorpusError, training.SplitError, cluster.ClusterError) as e:
+        return evaluation.run_cross_validation(recipe, data_dirs=args.data_dir, corpus_names=args.corpora,
+                                               cache_dir=args.cache_dir, folds=args.folds,
+                                               without_tess=args.without_tess, seeds=args.seeds or [args.seed],
+                                               out=args.out, client=client)
+    except (corpora.CorpusError, training.SplitError, cluster.ClusterError) as e:
         sys.exit(f"error: {e}")
     finally:
         if client is not None:

@@ -1,13 +1,12 @@
-"""Evaluation: accuracy, macro-F1 and unweighted average recall, reports, confusion plots, and
-cross-validation by RAVDESS actor.
+"""Evaluation: accuracy, macro-F1 and unweighted average recall, reports, confusion plots, and the two
+protocols that choose recipes: cross-validation by RAVDESS actor and leaving one corpus out.
 
-    ev = evaluation.evaluate(probabilities, clips, labels)   # every figure of evaluation.json
+    ev = evaluation.evaluate(probabilities, clips, labels)             # every figure of evaluation.json
     print(evaluation.report_text(ev))
-    result = evaluation.cross_validate(X, clips, args)       # the 5 folds of published work
+    result = evaluation.cross_validate(X, clips, recipe, FOLDS)         # the 5 folds of published work
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import io
@@ -15,8 +14,6 @@ import json
 import os
 import threading
 import time
-import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import matplotlib
@@ -27,18 +24,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, recall_score  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 
-import augment  # noqa: E402
+import cache  # noqa: E402
+import corpora  # noqa: E402
 import features  # noqa: E402
-import inference  # noqa: E402
-import recipes  # noqa: E402
 import training  # noqa: E402
+from config import DEFAULT_TEST_SPEAKERS, EMOTIONS, Recipe  # noqa: E402
+from fileio import atomic_output, write_json  # noqa: E402
 
 # The folds of published RAVDESS work, by actor, over all 24.
 FOLDS = [(2, 5, 14, 15, 16), (3, 6, 7, 13, 18), (10, 11, 12, 19, 20), (8, 17, 21, 23, 24), (1, 4, 9, 22)]
 # The folds that choose recipes: actors 1-20 only, two men (odd) and two women (even) each, so that the
-# speaker-split test actors 21-24 (recipes.DEFAULT_TEST_SPEAKERS) stay out of every choice.
+# speaker-split test actors 21-24 (config.DEFAULT_TEST_SPEAKERS) stay out of every choice.
 SELECTION_FOLDS = [(1, 2, 11, 12), (3, 4, 13, 14), (5, 6, 15, 16), (7, 8, 17, 18), (9, 10, 19, 20)]
 FOLD_SETS = {"selection": SELECTION_FOLDS, "published": FOLDS}
 
@@ -78,7 +75,7 @@ def scores_of(probabilities: np.ndarray, y_true: np.ndarray, labels: list[str]) 
 
 def evaluate(probabilities: np.ndarray, clips: pd.DataFrame, labels: list[str]) -> dict:
     """Every figure of evaluation.json for class probabilities (n, classes) of the clips' index rows."""
-    y_true = clips["emotion"].map(labels.index).to_numpy()
+    y_true = training.labels_of(clips, labels)
     y_pred = probabilities.argmax(axis=1)
     report = classification_report(y_true, y_pred, labels=range(len(labels)), target_names=labels,
                                    output_dict=True, zero_division=0)
@@ -102,11 +99,6 @@ def report_text(evaluation: dict) -> str:
         shared = s.get("shared_emotions")
         own = f"   {shared['accuracy']:9.3f} {shared['uar']:6.3f} ({len(shared['labels'])})" if shared else ""
         lines.append(f"{name:10} {s['n']:5d} {s['accuracy']:9.3f} {s['macro_f1']:9.3f} {s['uar']:6.3f}{own}")
-    alone = evaluation.get("each_clip_alone")
-    if alone:
-        lines += ["", f"{len(evaluation['enrolled_speakers'])} speakers the model never heard are standardised above "
-                      "by all of their own clips (enrolment).",
-                  f"{'each clip standardised alone':30} accuracy {alone['accuracy']:.3f}  UAR {alone['uar']:.3f}"]
     lines += ["", f"{'':10} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>8}"]
     for name, c in evaluation["per_class"].items():
         lines.append(f"{name:10} {c['precision']:9.3f} {c['recall']:7.3f} {c['f1-score']:6.3f} {int(c['support']):8d}")
@@ -145,25 +137,25 @@ def agreement(reference: np.ndarray, other: np.ndarray, y_true: np.ndarray) -> d
 
 
 def clips_to_evaluate(saved, data_dirs) -> tuple[pd.DataFrame, str]:
-    """Index rows to evaluate for a model.SavedModel, and a description: the model's saved test split,
-    or all of data_dirs (a folder or a list). Clips whose emotion the model does not know are left out."""
+    """Index rows to evaluate for a modeldir.SavedModel, and a description: the model's saved test split,
+    or all of data_dirs (a list of folders). Clips whose emotion the model does not know are left out."""
     if data_dirs is None:
         # Models saved before several folders were possible name one.
         data_dir = saved.metadata.get("data_dirs") or saved.metadata["data_dir"]
-        clips, _ = features.index_corpus(data_dir)
+        clips, _ = corpora.index_corpus(data_dir)
         wanted = set(saved.metadata["split"]["test"])
         clips = clips[clips["relpath"].isin(wanted)]
         if len(clips) < len(wanted):
-            raise features.CorpusError(f"{len(wanted) - len(clips)} of the model's {len(wanted)} test clips are "
-                                       f"missing under {data_dir}; pass --data-dir to evaluate on another folder")
+            raise corpora.CorpusError(f"{len(wanted) - len(clips)} of the model's {len(wanted)} test clips are "
+                                      f"missing under {data_dir}; pass --data-dir to evaluate on another folder")
         what = f"its {saved.metadata['split']['method']}-split test set"
     else:
-        clips, _ = features.index_corpus(data_dirs)
-        what = "all of " + (" and ".join(map(str, data_dirs)) if isinstance(data_dirs, list) else str(data_dirs))
+        clips, _ = corpora.index_corpus(data_dirs)
+        what = "all of " + " and ".join(map(str, data_dirs))
     unknown = ~clips["emotion"].isin(saved.labels)
     if unknown.all():
-        raise features.CorpusError(f"none of the {len(clips)} clips of {what} has an emotion the model knows "
-                                   f"({', '.join(saved.labels)})")
+        raise corpora.CorpusError(f"none of the {len(clips)} clips of {what} has an emotion the model knows "
+                                  f"({', '.join(saved.labels)})")
     if unknown.any():
         print(f"left out {unknown.sum()} clips with emotions the model does not know: "
               f"{', '.join(sorted(set(clips.loc[unknown, 'emotion'])))}")
@@ -182,135 +174,59 @@ def model_features(saved, data_dirs, cache_dir) -> tuple[np.ndarray, pd.DataFram
     """(features X before standardisation, its index rows, a description) of the clips that clips_to_evaluate
     picks. Raises CorpusError if none is readable."""
     clips, what = clips_to_evaluate(saved, data_dirs)
-    data = features.load_features(clips, saved.config, cache_dir)
+    data = cache.load_features(clips, saved.config, cache_dir)
     if data.skip_line():
         print(data.skip_line())
     if len(data.X) == 0:
-        raise features.CorpusError("no clip left to evaluate")
+        raise corpora.CorpusError("no clip left to evaluate")
     return data.X, data.clips, what
 
 
-def model_inputs(saved, data_dirs, cache_dir) -> tuple[np.ndarray, pd.DataFrame, str]:
-    """model_features, standardised as the model was trained: (model input X, its index rows, a description)."""
-    X, clips, what = model_features(saved, data_dirs, cache_dir)
-    return saved_inputs(saved, X, clips), clips, what
-
-
-def saved_inputs(saved, X: np.ndarray, clips: pd.DataFrame) -> np.ndarray:
-    """Features X of the clips' rows standardised as the model.SavedModel was trained (features.normalised)."""
-    return features.normalised(X, clips["speaker"], saved.norm, saved.speaker_statistics)
-
-
 def evaluate_saved(saved, X: np.ndarray, clips: pd.DataFrame) -> dict:
-    """evaluate() of a model.SavedModel on features X (before standardisation) of the clips' index rows,
-    standardised as the model was trained.
-
-    A speaker-normalised model meets speakers it never heard standardised by all of their own clips here
-    (enrolment): the result names them ("enrolled_speakers") and adds "each_clip_alone", the figures with
-    every clip standardised by itself, which is all that one file or one live utterance of a stranger gives.
-    """
-    result = evaluate(saved.model.predict(saved_inputs(saved, X, clips), batch_size=256, verbose=0), clips,
-                      saved.labels)
-    enrolled = sorted(set(clips["speaker"]) - set(saved.speaker_statistics)) if saved.norm == "speaker" else []
-    if enrolled:
-        alone = saved.model.predict(features.standardise_per_clip(X), batch_size=256, verbose=0)
-        result["enrolled_speakers"] = enrolled
-        result["each_clip_alone"] = scores_of(alone, clips["emotion"].map(saved.labels.index).to_numpy(),
-                                              saved.labels)
-    return result
-
-
-def running_standardiser_accuracy(saved, X: np.ndarray, clips: pd.DataFrame, seed: int = 0) -> float:
-    """Accuracy of a speaker-normalised model when each speaker's clips reach it one at a time, in a random
-    order, standardised by inference.RunningStandardiser as a live session is: the first clips know little
-    of the speaker."""
-    y_true = clips["emotion"].map(saved.labels.index).to_numpy()
-    rng, correct = np.random.default_rng(seed), 0
-    for speaker in sorted(set(clips["speaker"])):
-        standardise = inference.RunningStandardiser()
-        for i in rng.permutation(np.flatnonzero((clips["speaker"] == speaker).to_numpy())):
-            p = saved.model.predict_on_batch(standardise(X[i])[np.newaxis])
-            correct += int(np.argmax(p) == y_true[i])
-    return correct / len(clips)
+    """evaluate() of a modeldir.SavedModel on features X (before standardisation) of the clips' index rows."""
+    probabilities = saved.model.predict(features.normalised(X, saved.norm), batch_size=256, verbose=0)
+    return evaluate(probabilities, clips, saved.labels)
 
 
 # ---------------------------------------------------------------------------------------------
-# Robustness: the test audio corrupted (augment.py) before its features are made
+# Training and testing on one split
 
 
-def corrupted_features(waves: list[np.ndarray], config, condition: str, seed: int,
-                       talkers: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(features (n_ok, *config.shape), mask (n,) of the waves that gave features) of waveforms at
-    config.sample_rate under one augment condition. Clip i's corruption is seeded by (seed, i, condition),
-    so every model meets the same corrupted audio."""
-    tag = zlib.crc32(condition.encode())
-
-    def one(i: int):
-        y = augment.corrupt(waves[i], config.sample_rate, condition, np.random.default_rng([seed, i, tag]), talkers)
-        try:
-            return features.waveform_features(y, config)
-        except features.SkipClip:
-            return None
-
-    with threadpool_limits(1), ThreadPoolExecutor(features.extraction_threads()) as pool:
-        results = list(pool.map(one, range(len(waves))))
-    ok = np.array([r is not None for r in results])
-    X = np.stack([r for r in results if r is not None]) if ok.any() else np.zeros((0, *config.shape), np.float32)
-    return X, ok
+def fit_and_evaluate(X: np.ndarray, clips: pd.DataFrame, side: np.ndarray, recipe: Recipe, seed: int,
+                     copies=()) -> tuple[training.Fit, dict]:
+    """training.fit_split, and evaluate() of the fitted model on side "test"."""
+    fit = training.fit_split(X, clips, side, recipe, seed, copies)
+    test = side == "test"
+    probabilities = fit.model.predict(fit.inputs[test], batch_size=256, verbose=0)
+    return fit, evaluate(probabilities, clips[test], list(EMOTIONS))
 
 
-def robustness(saved, clips: pd.DataFrame, waves: list[np.ndarray], talkers: list[np.ndarray],
-               conditions=augment.CONDITIONS, seed: int = 0) -> list[dict]:
-    """A row per condition: a model.SavedModel's accuracy and UAR (evaluate_saved) on the clips' waveforms
-    (at the model's rate) corrupted so. talkers: clips of speakers outside the test set, for babble. Clips
-    that a corruption leaves silent are counted in "skipped" and scored as wrong in the accuracy; the UAR is
-    over the clips that gave features."""
-    rows = []
-    for condition in conditions:
-        start = time.perf_counter()
-        X, ok = corrupted_features(waves, saved.config, condition, seed, talkers)
-        result = evaluate_saved(saved, X, clips[ok].reset_index(drop=True))
-        row = {"condition": condition, "accuracy": result["accuracy"] * ok.mean(), "uar": result["uar"],
-               "n": len(waves), "skipped": int((~ok).sum())}
-        if "each_clip_alone" in result:
-            row["accuracy_each_clip_alone"] = result["each_clip_alone"]["accuracy"] * ok.mean()
-        rows.append(row)
-        alone = f", each clip alone {row['accuracy_each_clip_alone']:.3f}" if "accuracy_each_clip_alone" in row else ""
-        print(f"{condition:12} accuracy {row['accuracy']:.3f}{alone} ({time.perf_counter() - start:.0f} s)",
-              flush=True)
-    return rows
+def recipe_record(recipe: Recipe, seed: int) -> dict:
+    """The recipe and seed, as every result file records them."""
+    return {**recipe.to_dict(), "seed": seed}
 
 
 # ---------------------------------------------------------------------------------------------
 # Cross-validation by actor
 
 
-def fold_result(X: np.ndarray, clips: pd.DataFrame, args, k: int, actors, seed: int, copies=()) -> dict:
-    """Fold k (counted from 0) of one seed: the recipe in args trained on the actors outside `actors` (and any
-    other corpus in clips), its best epoch picked on two more held-out actors (one of each gender), and tested
-    on `actors`. Returns its accuracy, UAR, confusion matrix and how it was made; with norm "speaker" also the
-    accuracy with each test clip standardised alone."""
-    labels = list(features.EMOTIONS)
+def fold_result(X: np.ndarray, clips: pd.DataFrame, recipe: Recipe, k: int, actors, seed: int, copies=()) -> dict:
+    """Fold k (counted from 0) of one seed: the recipe trained on the actors outside `actors` (and any other corpus
+    in clips), its best epoch picked on recipe.n_val_speakers more held-out actors (one of each gender), and tested
+    on `actors`. Returns its accuracy, UAR, confusion matrix and how it was made."""
     start = time.perf_counter()
-    side = training.speaker_split(clips, [f"ravdess-{a:02d}" for a in actors], seed=seed + k)
-    va, te = side == "val", side == "test"
-    fit = training.fit_split(X, clips, side, args, seed + k, copies)
-    ev = evaluate(fit.model.predict(fit.inputs[te], batch_size=256, verbose=0), clips[te], labels)
-    row = {"fold": k + 1, "seed": seed, "actors": list(actors), "accuracy": ev["accuracy"], "uar": ev["uar"],
-           "n": ev["n"], "best_epoch": int(fit.best_epoch), "val_speakers": sorted(set(clips.loc[va, "speaker"])),
-           "confusion_matrix": ev["confusion_matrix"]}
-    if args.norm == "speaker":  # the test actors were standardised by their own clips: also each clip alone
-        p = fit.model.predict(features.standardise_per_clip(X[te]), batch_size=256, verbose=0)
-        row["accuracy_each_clip_alone"] = float((p.argmax(1) == training.labels_of(clips[te])).mean())
-    row["seconds"] = round(time.perf_counter() - start, 1)
-    return row
+    side = training.speaker_split(clips, [f"ravdess-{a:02d}" for a in actors], seed + k, recipe.n_val_speakers)
+    fit, ev = fit_and_evaluate(X, clips, side, recipe, seed + k, copies)
+    return {"fold": k + 1, "seed": seed, "actors": list(actors), "accuracy": ev["accuracy"], "uar": ev["uar"],
+            "n": ev["n"], "best_epoch": int(fit.best_epoch),
+            "val_speakers": sorted(set(clips.loc[side == "val", "speaker"])),
+            "confusion_matrix": ev["confusion_matrix"], "seconds": round(time.perf_counter() - start, 1)}
 
 
 def fold_line(row: dict) -> str:
     """A fold_result as one line of the terminal report."""
-    alone = f"  each clip alone {row['accuracy_each_clip_alone']:.3f}" if "accuracy_each_clip_alone" in row else ""
     return (f"fold {row['fold']} seed {row['seed']} actors {tuple(row['actors'])}: accuracy {row['accuracy']:.3f}  "
-            f"UAR {row['uar']:.3f}{alone}  (best epoch {row['best_epoch']}, {row['seconds']:.0f} s)")
+            f"UAR {row['uar']:.3f}  (best epoch {row['best_epoch']}, {row['seconds']:.0f} s)")
 
 
 def fold_summary(rows: list[dict]) -> dict:
@@ -318,7 +234,7 @@ def fold_summary(rows: list[dict]) -> dict:
     their confusion matrices), the mean and std of each figure over all of them, each seed's means, and the
     confusion matrix summed over all."""
     rows = sorted(rows, key=lambda r: (r["seed"], r["fold"]))
-    names = [name for name in ("accuracy", "uar", "accuracy_each_clip_alone") if name in rows[0]]
+    names = ("accuracy", "uar")
     seeds = sorted({r["seed"] for r in rows})
     return {"folds": [{k: v for k, v in r.items() if k != "confusion_matrix"} for r in rows],
             **{f"{name}_{stat}": float(getattr(np, stat)([r[name] for r in rows]))
@@ -327,105 +243,108 @@ def fold_summary(rows: list[dict]) -> dict:
             "per_seed": [{"seed": s, **{f"{name}_mean": float(np.mean([r[name] for r in rows if r["seed"] == s]))
                                         for name in names}} for s in seeds],
             "confusion_matrix": np.sum([r["confusion_matrix"] for r in rows], axis=0).tolist(),
-            "labels": list(features.EMOTIONS)}
+            "labels": list(EMOTIONS)}
 
 
-def cross_validate(X: np.ndarray, clips: pd.DataFrame, args, folds=FOLDS, copies=(), seeds=None) -> dict:
-    """fold_summary of the recipe in args over folds of actors (fold_result), once per seed (default:
-    args.seed), in this process."""
+def cross_validate(X: np.ndarray, clips: pd.DataFrame, recipe: Recipe, folds=FOLDS, copies=(), seeds=(0,)) -> dict:
+    """fold_summary of the recipe over folds of actors (fold_result), once per seed, in this process."""
     rows = []
-    for seed in [args.seed] if seeds is None else seeds:
+    for seed in seeds:
         for k, actors in enumerate(folds):
-            rows.append(fold_result(X, clips, args, k, actors, seed, copies))
+            rows.append(fold_result(X, clips, recipe, k, actors, seed, copies))
             print(fold_line(rows[-1]), flush=True)
     return fold_summary(rows)
 
 
-def cross_validation_data(args) -> tuple[np.ndarray, pd.DataFrame, list[np.ndarray]]:
+def cross_validation_data(recipe: Recipe, *, data_dirs, corpus_names=None, cache_dir="cache",
+                          folds: str = "selection",
+                          without_tess: bool = False) -> tuple[np.ndarray, pd.DataFrame, list[np.ndarray]]:
     """(features X, their index rows, the corrupted training copies) that run_cross_validation folds: the
-    recipe's features of args.data_dir; RAVDESS alone with args.without_tess; without the speaker-split test
-    actors for the "selection" folds, which leave them out of the data altogether."""
-    X, clips = training.recipe_features(args)
+    recipe's features of data_dirs; RAVDESS alone with without_tess; without the speaker-split test actors for
+    the "selection" folds, which leave them out of the data altogether."""
+    X, clips = training.recipe_features(recipe, data_dirs=data_dirs, corpus_names=corpus_names, cache_dir=cache_dir)
     keep = np.ones(len(clips), dtype=bool)
-    if args.without_tess:
+    if without_tess:
         keep &= (clips["corpus"] == "ravdess").to_numpy()
-    if args.folds == "selection":
-        keep &= ~clips["speaker"].isin(recipes.DEFAULT_TEST_SPEAKERS).to_numpy()
-    copies = [c[keep] for c in training.corrupted_copies(X, clips, args)]
+    if folds == "selection":
+        keep &= ~clips["speaker"].isin(DEFAULT_TEST_SPEAKERS).to_numpy()
+    copies = [c[keep] for c in training.corrupted_copies(X, clips, recipe, cache_dir)]
     return X[keep], clips[keep].reset_index(drop=True), copies
 
 
 # On a Dask worker (cluster.py): each process reads the data once, and trains one fold at a time, with all
-# of its threads, since Keras' seeds and session are the process's.
+# of its threads, since Keras' seeds and session are the process's. The recipe travels as the JSON of its
+# dict, since the scheduler unpickles every task without the project's code.
 _ONE_FIT = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
-def _worker_data(options: str) -> tuple[np.ndarray, pd.DataFrame, list[np.ndarray], str]:
-    """cross_validation_data of the options (JSON of args), and what it printed."""
+def _worker_data(recipe: str, data: tuple) -> tuple[np.ndarray, pd.DataFrame, list[np.ndarray], str]:
+    """cross_validation_data of the recipe (JSON of Recipe.to_dict) and data (its keyword arguments as sorted
+    (name, value) pairs), and what it printed."""
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        data = cross_validation_data(argparse.Namespace(**json.loads(options)))
-    return (*data, printed.getvalue())
+        result = cross_validation_data(Recipe.from_dict(json.loads(recipe)), **dict(data))
+    return (*result, printed.getvalue())
 
 
-def worker_prepare(options: str) -> str:
+def worker_prepare(recipe: str, data: tuple) -> str:
     """On a worker: read the data (and fill the feature cache) before the folds start; returns what that
     printed."""
-    return _worker_data(options)[3]
+    return _worker_data(recipe, data)[3]
 
 
-def worker_fold(options: str, k: int, actors, seed: int) -> dict:
-    """fold_result on a worker, of the data and recipe in options (JSON of args)."""
-    X, clips, copies, _ = _worker_data(options)
+def worker_fold(recipe: str, data: tuple, k: int, actors, seed: int) -> dict:
+    """fold_result on a worker, of the recipe and data (as _worker_data takes them)."""
+    X, clips, copies, _ = _worker_data(recipe, data)
     with _ONE_FIT:
-        return fold_result(X, clips, argparse.Namespace(**json.loads(options)), k, actors, seed, copies)
+        return fold_result(X, clips, Recipe.from_dict(json.loads(recipe)), k, actors, seed, copies)
 
 
-def cross_validate_on_cluster(client, args, folds, seeds) -> dict:
-    """cross_validate with every (fold, seed) a task on a Dask cluster; the workers read args.data_dir and
-    args.cache_dir at the paths this machine has (made absolute). One worker reads the data first, so that
-    a cold feature cache is filled once, not by every worker at the same time."""
+def cross_validate_on_cluster(client, recipe: Recipe, data: dict, folds, seeds) -> dict:
+    """cross_validate with every (fold, seed) a task on a Dask cluster; the workers read the data folders and the
+    cache at the paths this machine has (made absolute). data: cross_validation_data's keyword arguments. One
+    worker reads the data first, so that a cold feature cache is filled once, not by every worker at once."""
     import cluster
-    data_dirs = [os.path.abspath(d) for d in args.data_dir]
-    cluster.check_readable(client, data_dirs)
-    options = json.dumps({**vars(args), "data_dir": data_dirs, "cache_dir": os.path.abspath(args.cache_dir)},
-                         default=str)
-    print(cluster.submit(client, "evaluation.worker_prepare", options).result(), end="")
+    data_dirs = tuple(os.path.abspath(d) for d in data["data_dirs"])
+    cluster.check_readable(client, list(data_dirs))
+    cache_dir = os.path.abspath(data["cache_dir"]) if data["cache_dir"] is not None else None
+    data = tuple(sorted({**data, "data_dirs": data_dirs, "cache_dir": cache_dir}.items()))
+    spec = json.dumps(recipe.to_dict())
+    print(cluster.submit(client, "evaluation.worker_prepare", spec, data).result(), end="")
     rows = []
-    tasks = [(options, k, actors, seed) for seed in seeds for k, actors in enumerate(folds)]
+    tasks = [(spec, data, k, actors, seed) for seed in seeds for k, actors in enumerate(folds)]
     for row in cluster.results_as_completed(client, "evaluation.worker_fold", tasks):
         rows.append(row)
         print(fold_line(row), flush=True)
     return fold_summary(rows)
 
 
-def run_cross_validation(args, client=None) -> dict:
-    """The recipe in args cross-validated on args.data_dir over FOLD_SETS[args.folds], once per seed in
-    args.seeds (default: args.seed), in this process or on a Dask client's cluster; prints the figures and
-    writes cv.json and confusion_matrix.png (summed over folds and seeds) into args.out. args: recipe
-    options, data_dir, corpora, folds, out, without_tess, seeds."""
+def run_cross_validation(recipe: Recipe, *, data_dirs, corpus_names=None, cache_dir="cache", folds="selection",
+                         without_tess=False, seeds=(0,), out="results/speakers", client=None) -> dict:
+    """The recipe cross-validated on data_dirs over FOLD_SETS[folds], once per seed, in this process or on a Dask
+    client's cluster; prints the figures and writes cv.json and confusion_matrix.png (summed over folds and seeds)
+    into out."""
     start = time.perf_counter()
-    folds, seeds = FOLD_SETS[args.folds], args.seeds or [args.seed]
+    data = {"data_dirs": tuple(data_dirs), "corpus_names": tuple(corpus_names) if corpus_names else None,
+            "cache_dir": cache_dir, "folds": folds, "without_tess": without_tess}
     if client is None:
-        X, clips, copies = cross_validation_data(args)
-        result = cross_validate(X, clips, args, folds, copies, seeds)
+        X, clips, copies = cross_validation_data(recipe, **data)
+        result = cross_validate(X, clips, recipe, FOLD_SETS[folds], copies, seeds)
     else:
-        result = cross_validate_on_cluster(client, args, folds, seeds)
-    result["recipe"] = recipes.recipe_record(args)
-    result.update(folds_of=args.folds, without_tess=args.without_tess, seconds=round(time.perf_counter() - start, 1))
-    alone = (f"; each clip standardised alone {result['accuracy_each_clip_alone_mean']:.3f} ± "
-             f"{result['accuracy_each_clip_alone_std']:.3f}" if "accuracy_each_clip_alone_mean" in result else "")
+        result = cross_validate_on_cluster(client, recipe, data, FOLD_SETS[folds], seeds)
+    result["recipe"] = recipe_record(recipe, seeds[0])
+    result.update(folds_of=folds, without_tess=without_tess, seconds=round(time.perf_counter() - start, 1))
     runs = f", {len(seeds)} seeds" if len(seeds) > 1 else ""
-    print(f"{len(folds)}-fold by actor ({args.folds}{runs}): accuracy {result['accuracy_mean']:.3f} ± "
-          f"{result['accuracy_std']:.3f}, UAR {result['uar_mean']:.3f} ± {result['uar_std']:.3f}{alone} "
-          f"({result['seconds'] / 60:.1f} min)")
+    n = len(FOLD_SETS[folds])
+    print(f"{n}-fold by actor ({folds}{runs}): accuracy {result['accuracy_mean']:.3f} ± {result['accuracy_std']:.3f}, "
+          f"UAR {result['uar_mean']:.3f} ± {result['uar_std']:.3f} ({result['seconds'] / 60:.1f} min)")
 
-    out = Path(args.out)
-    features.write_json(out / "cv.json", result)
-    with features.atomic_output(out / "confusion_matrix.png") as tmp:
+    out = Path(out)
+    write_json(out / "cv.json", result)
+    with atomic_output(out / "confusion_matrix.png") as tmp:
         plot_confusion_matrix(result["confusion_matrix"], result["labels"], tmp,
-                              title=f"{len(folds)} folds by RAVDESS actor ({args.folds}{runs}), summed: accuracy "
+                              title=f"{n} folds by RAVDESS actor ({folds}{runs}), summed: accuracy "
                                     f"{result['accuracy_mean']:.3f} ± {result['accuracy_std']:.3f}")
     print(f"wrote {out / 'cv.json'} and {out / 'confusion_matrix.png'}")
     return result
@@ -435,41 +354,38 @@ def run_cross_validation(args, client=None) -> dict:
 # Leave one corpus out
 
 
-def leave_one_corpus_out(X: np.ndarray, clips: pd.DataFrame, args, copies=()) -> dict:
-    """Each corpus in clips held out in turn: the recipe in args trained on the others (a stratified tenth of
-    them picks the best epoch) and scored on all of the held-out corpus, with every emotion the model knows
-    and with the prediction restricted to the held-out corpus's own emotions (the cross-corpus protocol).
-    Raises CorpusError for fewer than two corpora."""
-    corpora = sorted(set(clips["corpus"]))
-    if len(corpora) < 2:
-        raise features.CorpusError(f"leaving one corpus out needs two or more; found only {', '.join(corpora)}")
-    labels = list(features.EMOTIONS)
+def leave_one_corpus_out(X: np.ndarray, clips: pd.DataFrame, recipe: Recipe, seed: int = 0, copies=()) -> dict:
+    """Each corpus in clips held out in turn: the recipe trained on the others (a stratified tenth of them picks
+    the best epoch) and scored on all of the held-out corpus, with every emotion the model knows and with the
+    prediction restricted to the held-out corpus's own emotions (the cross-corpus protocol). Raises CorpusError
+    for fewer than two corpora."""
+    names = sorted(set(clips["corpus"]))
+    if len(names) < 2:
+        raise corpora.CorpusError(f"leaving one corpus out needs two or more; found only {', '.join(names)}")
     rows = []
-    for k, held_out in enumerate(corpora):
+    for k, held_out in enumerate(names):
         start = time.perf_counter()
         test = (clips["corpus"] == held_out).to_numpy()
         side = np.full(len(clips), "test", dtype=object)
-        side[~test] = training.validation_split(clips[~test].reset_index(drop=True), args.seed + k)
-        fit = training.fit_split(X, clips, side, args, args.seed + k, copies)
-        best_epoch = fit.best_epoch
-        ev = evaluate(fit.model.predict(fit.inputs[test], batch_size=256, verbose=0), clips[test], labels)
-        shared = ev.get("shared_emotions", {**ev, "labels": labels})
-        rows.append({"train": [c for c in corpora if c != held_out], "test": held_out, "n": ev["n"],
+        side[~test] = training.validation_split(clips[~test].reset_index(drop=True), recipe, seed + k)
+        fit, ev = fit_and_evaluate(X, clips, side, recipe, seed + k, copies)
+        shared = ev.get("shared_emotions", {**ev, "labels": list(EMOTIONS)})
+        rows.append({"train": [c for c in names if c != held_out], "test": held_out, "n": ev["n"],
                      "accuracy": ev["accuracy"], "uar": ev["uar"], "shared_emotions": shared,
-                     "best_epoch": int(best_epoch), "seconds": round(time.perf_counter() - start, 1)})
+                     "best_epoch": int(fit.best_epoch), "seconds": round(time.perf_counter() - start, 1)})
         print(f"{' + '.join(rows[-1]['train'])} -> {held_out}: accuracy {ev['accuracy']:.3f}, UAR {ev['uar']:.3f}; "
               f"on its {len(shared['labels'])} emotions {shared['accuracy']:.3f}, UAR {shared['uar']:.3f} "
-              f"(best epoch {best_epoch}, {rows[-1]['seconds']:.0f} s)", flush=True)
-    return {"held_out": rows, "labels": labels}
+              f"(best epoch {fit.best_epoch}, {rows[-1]['seconds']:.0f} s)", flush=True)
+    return {"held_out": rows, "labels": list(EMOTIONS)}
 
 
-def run_leave_one_corpus_out(args) -> dict:
-    """leave_one_corpus_out over args.data_dir (and args.corpora); prints a table and writes loco.json into
-    args.out."""
+def run_leave_one_corpus_out(recipe: Recipe, *, data_dirs, corpus_names=None, cache_dir="cache", seed: int = 0,
+                             out="results/corpora") -> dict:
+    """leave_one_corpus_out over data_dirs (and corpus_names); prints a table and writes loco.json into out."""
     start = time.perf_counter()
-    X, clips = training.recipe_features(args)
-    result = leave_one_corpus_out(X, clips, args, training.corrupted_copies(X, clips, args))
-    result["recipe"] = recipes.recipe_record(args)
+    X, clips = training.recipe_features(recipe, data_dirs=data_dirs, corpus_names=corpus_names, cache_dir=cache_dir)
+    result = leave_one_corpus_out(X, clips, recipe, seed, training.corrupted_copies(X, clips, recipe, cache_dir))
+    result["recipe"] = recipe_record(recipe, seed)
     result["seconds"] = round(time.perf_counter() - start, 1)
     print("\n| trained on | tested on | clips | accuracy, 8 emotions | accuracy, its own emotions | UAR, its own |")
     print("|---|---|---|---|---|---|")
@@ -477,5 +393,5 @@ def run_leave_one_corpus_out(args) -> dict:
         shared = row["shared_emotions"]
         print(f"| {' + '.join(row['train'])} | {row['test']} | {row['n']} | {row['accuracy']:.3f} | "
               f"{shared['accuracy']:.3f} ({len(shared['labels'])}) | {shared['uar']:.3f} |")
-    print(f"wrote {features.write_json(Path(args.out) / 'loco.json', result)} ({result['seconds'] / 60:.1f} min)")
+    print(f"wrote {write_json(Path(out) / 'loco.json', result)} ({result['seconds'] / 60:.1f} min)")
     return result

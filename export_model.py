@@ -5,7 +5,7 @@
     python export_model.py --model-dir models/latest --onnx    # and model.onnx (tf2onnx)
 
 The files go next to model.keras. What a runtime needs to make the input (labels, feature
-config, speaker normalisation) stays in metadata.json; `predict_live.py --tflite` and `--onnx`
+config, standardisation) stays in metadata.json; `predict_live.py --tflite` and `--onnx`
 use it. Each export is then checked against Keras on the model's own test clips (or every
 clip of --data-dir): largest probability difference, top-label agreement, and accuracy.
 """
@@ -20,7 +20,8 @@ def main(argv=None):
     p.add_argument("--model-dir", type=Path, default=Path("models/latest"))
     p.add_argument("--int8", action="store_true", help="also write model-int8.tflite, int8 weights")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx")
-    p.add_argument("--data-dir", help="check on every clip of this folder instead of the model's test split")
+    p.add_argument("--data-dir", nargs="+",
+                   help="check on every clip of these folders instead of the model's test split")
     p.add_argument("--cache-dir", default="cache", help="feature cache folder (default: cache)")
     p.add_argument("--no-check", action="store_true", help="skip the comparison with Keras")
     args = p.parse_args(argv)
@@ -30,21 +31,24 @@ def main(argv=None):
 
 def run(args) -> dict:
     # Imported once the arguments are good: TensorFlow takes seconds to load.
+    import corpora
     import evaluation
     import features
     import inference
-    import model as models
+    import modeldir
+    import training
     try:
-        written = models.export_model_dir(args.model_dir, int8=args.int8, onnx=args.onnx)
+        written = modeldir.export_model_dir(args.model_dir, int8=args.int8, onnx=args.onnx)
         for path in written:
             print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
         if args.no_check:
             return {}
-        saved = models.load_model_dir(args.model_dir)
-        X, clips, what = evaluation.model_inputs(saved, args.data_dir, args.cache_dir)
-    except (models.ModelDirError, features.CorpusError, models.ExportError) as e:
+        saved = modeldir.load_model_dir(args.model_dir)
+        X, clips, what = evaluation.model_features(saved, args.data_dir, args.cache_dir)
+    except (modeldir.ModelDirError, corpora.CorpusError, modeldir.ExportError) as e:
         sys.exit(f"error: {e}")
-    y = clips["emotion"].map(saved.labels.index).to_numpy()
+    X = features.normalised(X, saved.norm)  # the exported model, like the Keras one, takes standardised input
+    y = training.labels_of(clips, saved.labels)
     reference = saved.model.predict(X, batch_size=256, verbose=0)
     print(f"checked against Keras on {what} ({len(X)} clips):")
     checks = {}

@@ -1,6 +1,6 @@
 """Inference: class probabilities from a saved model for files and for a live stream.
 
-    predictor = inference.Predictor(model.load_model_dir("models/latest"))
+    predictor = inference.Predictor(modeldir.load_model_dir("models/latest"))
     results, skipped = inference.classify_files(paths, predictor)       # whole files
     live = inference.LiveClassifier(predictor, device_rate=48000)        # one hop of a stream
     hop = live(window, time_s)
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+import corpora
 import features
-from recipes import PER_CLIP_NORMS
+from config import FeatureConfig
 
 SILENCE = "silence"
 # Loudest 0.5 s of a corpus clip: above -48 dBFS for 95% of RAVDESS and 100% of TESS (see README).
@@ -56,36 +57,6 @@ def loudest_block_db(y: np.ndarray, block: int) -> float:
     return max(level_db(piece) for piece in y[len(y) - n * block:].reshape(n, block))
 
 
-class RunningStandardiser:
-    """Per-session speaker normalisation for live input: standardises each window by running
-    per-feature mean and variance of the session's non-silent windows so far.
-
-    The first windows weigh equally; after `memory` windows older ones fade, so a new speaker
-    takes over within about memory * hop seconds.
-    """
-
-    def __init__(self, memory: int = 40):
-        self.memory, self.n, self.mean, self.mean_sq = memory, 0, None, None
-
-    def __call__(self, X: np.ndarray) -> np.ndarray:
-        """X (frames, features) standardised by the statistics including X itself."""
-        self.n += 1
-        w = max(1 / self.n, 1 / self.memory)
-        m, sq = X.mean(axis=0), np.square(X).mean(axis=0)
-        self.mean = m if self.mean is None else (1 - w) * self.mean + w * m
-        self.mean_sq = sq if self.mean_sq is None else (1 - w) * self.mean_sq + w * sq
-        std = np.sqrt(np.maximum(self.mean_sq - np.square(self.mean), 0))
-        return ((X - self.mean) / (std + 1e-6)).astype(np.float32)
-
-
-def window_standardiser(norm: str):
-    """A function that standardises one window's features (frames, features) by themselves, as features.normalised
-    does for a norm of recipes.PER_CLIP_NORMS; None for the other norms."""
-    if norm not in PER_CLIP_NORMS:
-        return None
-    return lambda X: features.normalised(X[np.newaxis], None, norm)[0]
-
-
 class Predictor:
     """Class probabilities from a saved model, run by Keras or from an exported .tflite/.onnx file.
 
@@ -94,21 +65,20 @@ class Predictor:
     """
 
     def __init__(self, saved, exported: Path | None = None):
-        """saved: a model.SavedModel; exported: a .tflite or .onnx file of it to run instead of Keras."""
-        self.labels, self.config = saved.labels, saved.config
-        self.norm, self.speaker_statistics = saved.norm, saved.speaker_statistics
+        """saved: a modeldir.SavedModel; exported: a .tflite or .onnx file of it to run instead of Keras."""
+        self.labels, self.config, self.norm = saved.labels, saved.config, saved.norm
         self.run = load_exported(exported) if exported else saved.model.predict_on_batch
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        """Probabilities (n, classes) for features X (n, frames, coefficients)."""
-        return np.asarray(self.run(X))
+        """Probabilities (n, classes) for features X (n, frames, coefficients), before standardisation."""
+        return np.asarray(self.run(features.normalised(X, self.norm)))
 
 
 # ---------------------------------------------------------------------------------------------
 # Files
 
 
-def file_windows(y: np.ndarray, config: features.FeatureConfig) -> np.ndarray:
+def file_windows(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Features (n_windows, frames, coefficients) of a clip at config.sample_rate.
 
     A clip whose speech (after trimming, as in training) lasts up to 1 + FILE_WINDOW_STEP windows
@@ -132,19 +102,9 @@ def file_windows(y: np.ndarray, config: features.FeatureConfig) -> np.ndarray:
     return np.stack(windows)
 
 
-def speaker_of(path: Path) -> str:
-    """The speaker a corpus file name tells (ravdess-07, tess-OAF, emodb-03), else "session" for all other files."""
-    fields = features.parse_corpus_name(path.stem)
-    return fields["speaker"] if isinstance(fields, dict) else "session"
-
-
 def classify_files(paths: list[Path], predictor: Predictor) -> tuple[list[dict], list[tuple[str, str]]]:
-    """One result per readable file ({path, label, probabilities, windows}), and (path, reason) skips.
-
-    Windows are standardised as the model was trained: each by itself (norm "clip"), or, for a
-    speaker-normalised model, all windows of one speaker together (by corpus file name; other files
-    count as one speaker), with the statistics saved for speakers the model was trained on.
-    """
+    """One result per readable file ({path, label, probabilities, windows}), and (path, reason) skips. A long
+    file's probabilities are the mean over its windows (file_windows)."""
     windows, skipped = {}, []
     for path in paths:
         try:
@@ -155,8 +115,6 @@ def classify_files(paths: list[Path], predictor: Predictor) -> tuple[list[dict],
         return [], skipped
     X = np.concatenate(list(windows.values()))
     owner = np.repeat(np.arange(len(windows)), [len(w) for w in windows.values()])
-    X = features.normalised(X, [speaker_of(p) for p in windows for _ in windows[p]], predictor.norm,
-                            predictor.speaker_statistics)
     P = predictor(X)
     results = []
     for i, path in enumerate(windows):
@@ -172,7 +130,7 @@ def expand_paths(args: list[str]) -> list[Path]:
     out = []
     for arg in map(Path, args):
         if arg.is_dir():
-            out += features.audio_files(arg)
+            out += corpora.audio_files(arg)
         elif arg.exists():
             out.append(arg)
         else:
@@ -216,17 +174,13 @@ class LiveClassifier:
         self.hop_samples = round(hop_s * device_rate)
         self.gate_samples = round(GATE_BLOCK_S * device_rate)
         self.smoother = Smoother(smoothing)
-        self.standardise = RunningStandardiser() if predictor.norm == "speaker" else window_standardiser(predictor.norm)
 
     def warm_up(self) -> None:
         """Pay the first call's costs (librosa's numba compilation, TensorFlow tracing) before streaming.
 
         Paid inside the stream, they hold the GIL for seconds and the audio callback loses input.
         """
-        tone = 0.1 * np.sin(np.linspace(0, 2000, self.window_samples, dtype=np.float32))
-        standardise, self.standardise = self.standardise, None  # the tone must not enter the statistics
-        self(tone, 0.0)
-        self.standardise = standardise
+        self(0.1 * np.sin(np.linspace(0, 2000, self.window_samples, dtype=np.float32)), 0.0)
         self.smoother.reset()
 
     def __call__(self, window: np.ndarray, time_s: float) -> Hop:
@@ -242,8 +196,6 @@ class LiveClassifier:
         except features.SkipClip:  # below the gate, or (with a very low --silence-db) digital silence
             self.smoother.reset()
             return Hop(time_s, SILENCE, None, level)
-        if self.standardise is not None:
-            X = self.standardise(X)
         p = self.smoother(self.predictor(X[np.newaxis])[0])
         return Hop(time_s, self.predictor.labels[int(p.argmax())], p, level)
 

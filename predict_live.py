@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from batch import OUTPUT_SUFFIXES
+from cli import add_scheduler_arguments, output_file
 from inference import (
     DEFAULT_HOP_S,
     DEFAULT_SILENCE_DB,
@@ -42,7 +43,6 @@ from inference import (
     Predictor,
     expand_paths,
 )
-from recipes import add_scheduler_arguments, output_file
 
 
 class RingBuffer:
@@ -246,8 +246,8 @@ def main(argv=None):
         p.error("--smoothing must be in [0, 1)")
     if args.scheduler and not args.file:
         p.error("--scheduler needs --file")
-    import model as models  # once the arguments are good: TensorFlow takes seconds to load
-    errors = (LiveError, models.ModelDirError, ModelFileError)
+    import modeldir  # once the arguments are good: TensorFlow takes seconds to load
+    errors = (LiveError, modeldir.ModelDirError, ModelFileError)
     if args.file:
         import batch
         import cluster
@@ -275,8 +275,8 @@ def results_file(text: str) -> Path:
 
 def load_predictor(args) -> Predictor:
     """The Predictor of --model-dir, run by Keras or the runtime that --tflite/--onnx name (exported_file)."""
-    import model as models
-    return Predictor(models.load_model_dir(args.model_dir), exported_file(args))
+    import modeldir
+    return Predictor(modeldir.load_model_dir(args.model_dir), exported_file(args))
 
 
 def exported_file(args) -> Path | None:

@@ -28,21 +28,22 @@ def main(argv=None):
 
 def run(args) -> dict:
     # Imported once the arguments are good: TensorFlow takes seconds to load.
+    import corpora
     import evaluation
-    import features
-    import model as models
+    import fileio
+    import modeldir
     try:
-        saved = models.load_model_dir(args.model_dir)
+        saved = modeldir.load_model_dir(args.model_dir)
         X, clips, what = evaluation.model_features(saved, args.data_dir, args.cache_dir)
-    except (models.ModelDirError, features.CorpusError) as e:
+    except (modeldir.ModelDirError, corpora.CorpusError) as e:
         sys.exit(f"error: {e}")
     result = evaluation.evaluate_saved(saved, X, clips)
     print(f"{args.model_dir} on {what}:")
     print(evaluation.report_text(result))
 
     json_path, png_path = evaluation.result_paths(args.out or args.model_dir, args.data_dir)
-    features.write_json(json_path, result)
-    with features.atomic_output(png_path) as tmp:
+    fileio.write_json(json_path, result)
+    with fileio.atomic_output(png_path) as tmp:
         evaluation.plot_confusion_matrix(result["confusion_matrix"], saved.labels, tmp,
                                          title=f"{Path(args.model_dir).name} on {what}: accuracy "
                                                f"{result['accuracy']:.3f}, UAR {result['uar']:.3f}")

@@ -17,7 +17,7 @@ times the training time (and the ensemble's three model calls would take the liv
 its 10 ms budget).
 """
 import argparse
-import functools
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -26,11 +26,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_live  # noqa: E402
 import bench_pipeline  # noqa: E402
+import cli  # noqa: E402
 import evaluation  # noqa: E402
-import features  # noqa: E402
 import model as models  # noqa: E402
-import recipes  # noqa: E402
 import training  # noqa: E402
+from config import DEFAULT_RECIPE, EMOTIONS, RECIPES  # noqa: E402
 from model import keras, layers  # noqa: E402
 
 # isort: split
@@ -52,16 +52,23 @@ def stats_pool(x):
 def pooled_cnn_with(pool=None, gru_units: int = 0):
     """A builder of the pooled CNN (model.build_pooled_cnn) whose average pooling is replaced by
     pool(frames) -> vector, optionally after a bidirectional GRU over the convolutions' frames."""
-    def build(input_shape, n_classes, normalizer=None):
+    def build(recipe, input_shape, n_classes, normalizer=None):
         inputs = keras.Input(shape=input_shape)
         x = normalizer(inputs) if normalizer is not None else inputs
-        for layer in models.pooled_conv_layers():
+        for layer in models.pooled_conv_layers(recipe):
             x = layer(x)
         if gru_units:
             x = layers.Bidirectional(layers.GRU(gru_units, return_sequences=True))(x)
         x = pool(x) if pool else layers.GlobalAveragePooling1D()(x)
-        x = layers.Dense(64, activation="relu")(layers.Dropout(0.3)(x))
+        x = layers.Dense(recipe.hidden, activation="relu")(layers.Dropout(recipe.head_dropout)(x))
         return keras.Model(inputs, layers.Dense(n_classes, activation="softmax")(x))
+    return build
+
+
+def pooled_cnn_of(**changes):
+    """A builder of the pooled CNN with these recipe settings changed (conv_blocks, hidden)."""
+    def build(recipe, input_shape, n_classes, normalizer=None):
+        return models.build_pooled_cnn(dataclasses.replace(recipe, **changes), input_shape, n_classes, normalizer)
     return build
 
 
@@ -70,9 +77,9 @@ VARIANTS = {
     "stats": pooled_cnn_with(stats_pool),  # mean and std pooling
     "crnn": pooled_cnn_with(gru_units=64),  # a bidirectional GRU over the convolutions' frames
     # a fourth block: twice the receptive field
-    "deep": functools.partial(models.build_pooled_cnn, blocks=(*models.POOLED_BLOCKS, (128, 3))),
+    "deep": pooled_cnn_of(conv_blocks=(*RECIPES["pooled"].conv_blocks, (128, 3))),
     # twice the filters, about 3.7x the weights
-    "wide": functools.partial(models.build_pooled_cnn, blocks=((128, 5), (256, 5), (256, 3)), hidden=128),
+    "wide": pooled_cnn_of(conv_blocks=((128, 5), (256, 5), (256, 3)), hidden=128),
 }
 
 
@@ -90,9 +97,9 @@ def with_mixup(alpha: float):
     """training.training_batches with mixup after its masks."""
     masked = training.training_batches
 
-    def batches(X, y, batch_size, seed, *rest):
-        return masked(X, y, batch_size, seed, *rest).map(lambda x, label: mixup(x, label, alpha),
-                                                         num_parallel_calls=tf.data.AUTOTUNE)
+    def batches(X, y, recipe, seed):
+        return masked(X, y, recipe, seed).map(lambda x, label: mixup(x, label, alpha),
+                                              num_parallel_calls=tf.data.AUTOTUNE)
     return batches
 
 
@@ -100,9 +107,8 @@ def with_ensemble(n: int):
     """training.train that trains n models (seeds seed, seed + 1000, ...) and returns their average."""
     train_one = training.train
 
-    def train(X_train, y_train, X_val, y_val, recipe, seed, verbose=None, sample_weight=None):
-        runs = [train_one(X_train, y_train, X_val, y_val, recipe, seed + 1000 * i, verbose, sample_weight)
-                for i in range(n)]
+    def train(X_train, y_train, X_val, y_val, recipe, seed, verbose=None):
+        runs = [train_one(X_train, y_train, X_val, y_val, recipe, seed + 1000 * i, verbose) for i in range(n)]
         inputs = keras.Input(shape=X_train.shape[1:])
         members = [keras.Model(m.inputs[0], m.outputs[0], name=f"member_{i}") for i, (m, _, _) in enumerate(runs)]
         average = keras.Model(inputs, layers.Average()([member(inputs) for member in members]))
@@ -115,11 +121,11 @@ def call_times_ms(n_calls: int = 300) -> dict[str, float]:
 
     Weights do not change the time, so the models are untrained; ensembles cost their members' sum.
     """
-    config = recipes.recipe_config(recipes.default_recipe())
-    window = np.zeros((1, *config.shape), np.float32)
+    recipe = RECIPES[DEFAULT_RECIPE]
+    window = np.zeros((1, *recipe.features.shape), np.float32)
     times = {}
     for name, build in {"pooled": models.build_pooled_cnn, **VARIANTS}.items():
-        model = models.compiled(build(config.shape, len(features.EMOTIONS)))
+        model = models.compiled(build(recipe, recipe.features.shape, len(EMOTIONS)))
         for _ in range(20):  # tracing and warm-up
             model.predict_on_batch(window)
         times[name] = float(np.median(bench_live.hop_times_ms(model.predict_on_batch, [window] * n_calls)))
@@ -130,6 +136,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mixup", type=float, default=0.0, help="Beta(a, a) of mixup; 0: none")
     p.add_argument("--ensemble", type=int, default=1, help="average this many models, each its own seed")
+    p.add_argument("--model", choices=[*models.MODELS, *VARIANTS], help="the recipe's model, or one of the variants")
     p.add_argument("--bench", action="store_true", help="run bench_pipeline.py (random/speaker split) instead")
     p.add_argument("--call-times", action="store_true", help="print each model's live model-call time, and stop")
     args, rest = p.parse_known_args()
@@ -142,16 +149,23 @@ def main():
     if args.ensemble > 1:
         training.train = with_ensemble(args.ensemble)
     models.MODELS.update(VARIANTS)
-    model_names = [*recipes.MODEL_NAMES, *VARIANTS]
+
+    def with_model(recipe):
+        return dataclasses.replace(recipe, model=args.model) if args.model else recipe
+
     if args.bench:
-        bench_pipeline.main(rest, model_names)
+        bench_pipeline.main(rest, with_model)
         return
-    # evaluate_speakers.py's options, with the variants as models.
+    # evaluate_speakers.py's options.
     cv = argparse.ArgumentParser(prog="ablations.py")
-    recipes.add_data_arguments(cv)
-    recipes.add_cross_validation_arguments(cv)
-    recipes.add_recipe_arguments(cv, model_names)
-    evaluation.run_cross_validation(recipes.apply_recipe(cv.parse_args(rest)))
+    cli.add_data_arguments(cv)
+    cli.add_cross_validation_arguments(cv)
+    cli.add_recipe_arguments(cv)
+    options = cv.parse_args(rest)
+    evaluation.run_cross_validation(with_model(cli.recipe_from_args(options)), data_dirs=options.data_dir,
+                                    corpus_names=options.corpora, cache_dir=options.cache_dir, folds=options.folds,
+                                    without_tess=options.without_tess, seeds=options.seeds or [options.seed],
+                                    out=options.out)
 
 
 if __name__ == "__main__":

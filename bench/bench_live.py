@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import corpora  # noqa: E402
 import features  # noqa: E402
 import inference  # noqa: E402
 
@@ -37,12 +38,12 @@ def main():
     p.add_argument("--device-rate", type=int, default=48000)
     p.add_argument("--hops", type=int, default=300)
     args = p.parse_args()
-    import model as models  # once the arguments are good: TensorFlow takes seconds to load
+    import modeldir  # once the arguments are good: TensorFlow takes seconds to load
     model_dir = Path(args.model_dir)
-    saved = models.load_model_dir(model_dir)
+    saved = modeldir.load_model_dir(model_dir)
     if not (model_dir / inference.TFLITE_FILE).exists() or not (model_dir / inference.ONNX_FILE).exists():
         print(f"exporting {model_dir} (export_model.py --onnx)")
-        models.export_model_dir(model_dir, onnx=True)
+        modeldir.export_model_dir(model_dir, onnx=True)
     classifiers = {name: inference.LiveClassifier(inference.Predictor(saved, exported), args.device_rate, smoothing=0)
                    for name, exported in [("predict_live (Keras predict_on_batch)", None),
                                           ("predict_live --tflite (LiteRT)", model_dir / inference.TFLITE_FILE),
@@ -50,7 +51,7 @@ def main():
     for classify in classifiers.values():
         classify.warm_up()
 
-    clips, _ = features.index_corpus(args.data_dir)
+    clips, _ = corpora.index_corpus(args.data_dir)
     paths = clips["path"].sample(n=min(args.hops, len(clips)), random_state=0, replace=args.hops > len(clips))
     window_samples = round(saved.config.window_s * args.device_rate)
     windows = [features.fix_length(features.load_audio(p, args.device_rate), window_samples) for p in paths]
@@ -62,7 +63,7 @@ def main():
     def hop_with(call):
         def step(window):
             y = features.resample(window, args.device_rate, saved.config.sample_rate)
-            call(features.waveform_features(y, saved.config)[np.newaxis])
+            call(features.normalised(features.waveform_features(y, saved.config)[np.newaxis], saved.norm))
         step(windows[0])
         return hop_times_ms(step, windows)
 

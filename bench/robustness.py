@@ -10,9 +10,6 @@ Babble is made of clips of the model's training speakers, never of the test spea
 robustness.json, robustness.md (the table) and robustness.png (accuracy against SNR, one line
 per noise, beside the other conditions) into --out.
 
-For a speaker-normalised model the table also gives the single-clip figures: each clip
-standardised by itself, and the live RunningStandardiser fed each speaker's clips in a random order.
-
 Over the 5 folds by actor (evaluation.FOLDS, the published ones), a model per fold, each scored on
 its own actors; the table gives the mean ± std over the folds, as evaluate_speakers.py does:
 
@@ -24,15 +21,17 @@ its own actors; the table gives the mean ± std over the folds, as evaluate_spea
 """
 import argparse
 import sys
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import augment  # noqa: E402
-import recipes  # noqa: E402
-
-N_TALKER_CLIPS = 40  # training clips that babble is drawn from
+import cli  # noqa: E402
 
 
 def condition(text: str) -> str:
@@ -50,26 +49,27 @@ def main(argv=None):
                    help="a saved model, or several (one per fold): the table then gives their mean ± std")
     p.add_argument("--conditions", nargs="+", type=condition, default=list(augment.CONDITIONS),
                    help="e.g. clean white:10 babble:0 reverb:0.6 telephone mp3:16 (default: all of augment.CONDITIONS)")
-    p.add_argument("--limit", type=recipes.positive_int, help="use only this many test clips per model (a quick look)")
+    p.add_argument("--limit", type=cli.positive_int, help="use only this many test clips per model (a quick look)")
     p.add_argument("--seed", type=int, default=0, help="seeds every corruption")
     p.add_argument("--out", default="results/robustness")
     args = p.parse_args(argv)
-    import features  # once the arguments are good: TensorFlow takes seconds to load
-    import model as models
+    import corpora  # once the arguments are good: TensorFlow takes seconds to load
+    import fileio
+    import modeldir
     try:  # every model and its clips before any is scored: a bad last dir fails now, not minutes later
         tested = [saved_and_test_clips(model_dir, args.limit, args.seed) for model_dir in args.model_dir]
-    except (models.ModelDirError, features.CorpusError) as e:
+    except (modeldir.ModelDirError, corpora.CorpusError) as e:
         sys.exit(f"error: {e}")
     results = [model_robustness(model_dir, *saved_clips, args.conditions, args.seed)
                for model_dir, saved_clips in zip(args.model_dir, tested, strict=True)]
     result = results[0] if len(results) == 1 else pooled(results)
     out = Path(args.out)
-    features.write_json(out / "robustness.json", result)
-    with features.atomic_output(out / "robustness.md") as tmp:
+    fileio.write_json(out / "robustness.json", result)
+    with fileio.atomic_output(out / "robustness.md") as tmp:
         tmp.write_text(markdown_table(result) + "\n")
     title = (f"{Path(result['model_dir']).name} on {result['test_clips']} ({result['n']} clips)" if len(results) == 1
              else f"mean of {len(results)} models, each on its own test clips ({result['n']} clips in all)")
-    with features.atomic_output(out / "robustness.png") as tmp:
+    with fileio.atomic_output(out / "robustness.png") as tmp:
         plot_robustness(result["conditions"], tmp, title=title)
     print(markdown_table(result))
     print(f"wrote {out / 'robustness.json'}, {out / 'robustness.md'} and {out / 'robustness.png'}")
@@ -77,11 +77,11 @@ def main(argv=None):
 
 
 def saved_and_test_clips(model_dir: str, limit: int | None, seed: int):
-    """(the model.SavedModel in model_dir, the index rows of its test clips, a description of them); with
+    """(the modeldir.SavedModel in model_dir, the index rows of its test clips, a description of them); with
     limit, that many of the clips drawn with seed."""
     import evaluation
-    import model as models
-    saved = models.load_model_dir(model_dir)
+    import modeldir
+    saved = modeldir.load_model_dir(model_dir)
     clips, what = evaluation.clips_to_evaluate(saved, None)
     if limit:
         clips = clips.sample(min(limit, len(clips)), random_state=seed).reset_index(drop=True)
@@ -89,8 +89,7 @@ def saved_and_test_clips(model_dir: str, limit: int | None, seed: int):
 
 
 def model_robustness(model_dir: str, saved, clips, what: str, conditions: list[str], seed: int) -> dict:
-    """One saved model's rows (evaluation.robustness) on its test clips, and its single-clip figures."""
-    import evaluation
+    """One saved model's rows (robustness) on its test clips."""
     import features
     sr = saved.config.sample_rate
     clips, waves = readable_waves(clips, sr)
@@ -99,35 +98,66 @@ def model_robustness(model_dir: str, saved, clips, what: str, conditions: list[s
           f"babble from {len(talkers)} clips of training speakers")
     features.mfcc_sequence(waves[0], saved.config)  # librosa's compilation, before the first timing
 
-    rows = evaluation.robustness(saved, clips, waves, talkers, conditions, seed)
-    result = {"model_dir": str(model_dir), "test_clips": what, "n": len(clips), "seed": seed,
-              "norm": saved.norm, "conditions": rows}
-    if saved.norm == "speaker":
-        X = np.stack([features.waveform_features(w, saved.config) for w in waves])
-        result["live_running_statistics"] = evaluation.running_standardiser_accuracy(saved, X, clips, seed)
-        print(f"clean, live running statistics (each speaker's clips in a random order): "
-              f"{result['live_running_statistics']:.3f}")
-    return result
+    rows = robustness(saved, clips, waves, talkers, conditions, seed)
+    return {"model_dir": str(model_dir), "test_clips": what, "n": len(clips), "seed": seed, "conditions": rows}
+
+
+def corrupted_features(waves: list[np.ndarray], config, condition: str, seed: int,
+                       talkers: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n_ok, *config.shape), mask (n,) of the waves that gave features) of waveforms at
+    config.sample_rate under one augment condition. Clip i's corruption is seeded by (seed, i, condition),
+    so every model meets the same corrupted audio."""
+    import cache
+    import features
+    tag = zlib.crc32(condition.encode())
+
+    def one(i: int):
+        y = augment.corrupt(waves[i], config.sample_rate, condition, np.random.default_rng([seed, i, tag]), talkers)
+        try:
+            return features.waveform_features(y, config)
+        except features.SkipClip:
+            return None
+
+    with threadpool_limits(1), ThreadPoolExecutor(cache.extraction_threads()) as pool:
+        results = list(pool.map(one, range(len(waves))))
+    ok = np.array([r is not None for r in results])
+    X = np.stack([r for r in results if r is not None]) if ok.any() else np.zeros((0, *config.shape), np.float32)
+    return X, ok
+
+
+def robustness(saved, clips, waves: list[np.ndarray], talkers: list[np.ndarray],
+               conditions=augment.CONDITIONS, seed: int = 0) -> list[dict]:
+    """A row per condition: a modeldir.SavedModel's accuracy and UAR (evaluate_saved) on the clips' waveforms
+    (at the model's rate) corrupted so. talkers: clips of speakers outside the test set, for babble. Clips
+    that a corruption leaves silent are counted in "skipped" and scored as wrong in the accuracy; the UAR is
+    over the clips that gave features."""
+    import evaluation
+    rows = []
+    for condition in conditions:
+        start = time.perf_counter()
+        X, ok = corrupted_features(waves, saved.config, condition, seed, talkers)
+        result = evaluation.evaluate_saved(saved, X, clips[ok].reset_index(drop=True))
+        rows.append({"condition": condition, "accuracy": result["accuracy"] * ok.mean(), "uar": result["uar"],
+                     "n": len(waves), "skipped": int((~ok).sum())})
+        print(f"{condition:12} accuracy {rows[-1]['accuracy']:.3f} ({time.perf_counter() - start:.0f} s)",
+              flush=True)
+    return rows
 
 
 def pooled(results: list[dict]) -> dict:
     """Several models' results (model_robustness) as one: per condition the mean and the standard deviation
     over the models of each figure, as the folds of evaluate_speakers.py are reported, and the clip counts
-    summed. A figure that not every model has (the single-clip ones) is left out."""
+    summed."""
     rows = []
     for per_model in zip(*(r["conditions"] for r in results), strict=True):
         row = {"condition": per_model[0]["condition"]}
-        for key in ("accuracy", "uar", "accuracy_each_clip_alone"):
-            if all(key in r for r in per_model):
-                values = [r[key] for r in per_model]
-                row[key], row[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
+        for key in ("accuracy", "uar"):
+            values = [r[key] for r in per_model]
+            row[key], row[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
         row["n"], row["skipped"] = sum(r["n"] for r in per_model), sum(r["skipped"] for r in per_model)
         rows.append(row)
-    result = {"model_dirs": [r["model_dir"] for r in results], "n": sum(r["n"] for r in results),
-              "seed": results[0]["seed"], "conditions": rows, "models": results}
-    if all("live_running_statistics" in r for r in results):
-        result["live_running_statistics"] = float(np.mean([r["live_running_statistics"] for r in results]))
-    return result
+    return {"model_dirs": [r["model_dir"] for r in results], "n": sum(r["n"] for r in results),
+            "seed": results[0]["seed"], "conditions": rows, "models": results}
 
 
 def readable_waves(clips, sr: int):
@@ -145,10 +175,10 @@ def readable_waves(clips, sr: int):
 
 def training_clips(saved, seed: int):
     """The model's training clips, shuffled: the voices that babble may use."""
-    import features
-    clips, _ = features.index_corpus(saved.metadata.get("data_dirs") or saved.metadata["data_dir"])
+    import corpora
+    clips, _ = corpora.index_corpus(saved.metadata.get("data_dirs") or saved.metadata["data_dir"])
     train = clips[clips["relpath"].isin(saved.metadata["split"]["train"])]
-    return train.sample(frac=1, random_state=seed).head(N_TALKER_CLIPS).reset_index(drop=True)
+    return train.sample(frac=1, random_state=seed).head(augment.BABBLE_POOL).reset_index(drop=True)
 
 
 def figure(row: dict, key: str) -> str:
@@ -157,15 +187,9 @@ def figure(row: dict, key: str) -> str:
 
 
 def markdown_table(result: dict) -> str:
-    alone = any("accuracy_each_clip_alone" in r for r in result["conditions"])
-    lines = ["| condition | accuracy | UAR |" + (" each clip standardised alone |" if alone else ""),
-             "|---|---|---|" + ("---|" if alone else "")]
+    lines = ["| condition | accuracy | UAR |", "|---|---|---|"]
     for r in result["conditions"]:
-        lines.append(f"| {r['condition']} | {figure(r, 'accuracy')} | {figure(r, 'uar')} |"
-                     + (f" {figure(r, 'accuracy_each_clip_alone')} |" if alone else ""))
-    if "live_running_statistics" in result:
-        lines.append(f"| clean, live running statistics | {result['live_running_statistics']:.3f} | |"
-                     + (" |" if alone else ""))
+        lines.append(f"| {r['condition']} | {figure(r, 'accuracy')} | {figure(r, 'uar')} |")
     return "\n".join(lines)
 
 

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import features  # noqa: E402
 import inference  # noqa: E402
-import recipes  # noqa: E402
+from config import DEFAULT_RECIPE, RECIPES, FeatureConfig  # noqa: E402
+from fileio import atomic_output  # noqa: E402
 
 DPI = 100
 FIGSIZE = (10, 4)  # inches: every picture is 1000 x 400 pixels
@@ -46,7 +47,7 @@ def synthesise_clips(out_dir: Path) -> list[Path]:
     paths = []
     for stem, voice, pitch, rate, amplitude, text in CLIPS:
         path = out_dir / f"{stem}.wav"
-        with features.atomic_output(path) as tmp:
+        with atomic_output(path) as tmp:
             subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(rate), "-a", str(amplitude),
                             "-w", str(tmp), text], check=True, capture_output=True)
         paths.append(path)
@@ -59,7 +60,7 @@ def synthesise_clips(out_dir: Path) -> list[Path]:
 
 def save(fig, path: Path) -> Path:
     fig.tight_layout()
-    with features.atomic_output(path) as tmp:
+    with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=DPI, format="png")
     plt.close(fig)
     return path
@@ -77,7 +78,7 @@ def plot_waveform(y: np.ndarray, sample_rate: int, path: Path, title: str = "",
     return save(fig, path)
 
 
-def plot_mfcc(mfcc: np.ndarray, config: features.FeatureConfig, path: Path, title: str = "") -> Path:
+def plot_mfcc(mfcc: np.ndarray, config: FeatureConfig, path: Path, title: str = "") -> Path:
     """MFCCs (frames, n_mfcc), as features.mfcc_sequence returns them, against seconds."""
     fig, ax = plt.subplots(figsize=FIGSIZE)
     image = librosa.display.specshow(mfcc.T, sr=config.sample_rate, hop_length=config.hop_length, x_axis="s",
@@ -89,20 +90,14 @@ def plot_mfcc(mfcc: np.ndarray, config: features.FeatureConfig, path: Path, titl
     return save(fig, path)
 
 
-def plot_log_mel(log_mel: np.ndarray, config: features.FeatureConfig, path: Path, title: str = "") -> Path:
+def plot_log_mel(log_mel: np.ndarray, config: FeatureConfig, path: Path, title: str = "") -> Path:
     """A log-mel spectrogram (n_mels, frames) in dB, as features.log_mel_spectrogram returns it, against
     seconds and Hz."""
     return plot_mel_bands(log_mel, config, path, title or f"log-mel spectrogram, {log_mel.shape[0]} bands",
                           cmap="magma", format="%+.0f dB")
 
 
-def plot_pcen(pcen: np.ndarray, config: features.FeatureConfig, path: Path, title: str = "") -> Path:
-    """PCEN mel bands (frames, n_mels), as features.pcen_sequence returns them, against seconds and Hz."""
-    return plot_mel_bands(pcen.T, config, path, title or f"PCEN of {pcen.shape[1]} mel bands", cmap="viridis",
-                          label="PCEN")
-
-
-def plot_mel_bands(bands: np.ndarray, config: features.FeatureConfig, path: Path, title: str, cmap: str,
+def plot_mel_bands(bands: np.ndarray, config: FeatureConfig, path: Path, title: str, cmap: str,
                    **colorbar) -> Path:
     """An image of mel bands (n_mels, frames) against seconds and Hz; colorbar: matplotlib's colorbar options."""
     fig, ax = plt.subplots(figsize=FIGSIZE)
@@ -125,10 +120,9 @@ def plot_probabilities(probabilities: dict[str, float], path: Path, title: str =
     return save(fig, path)
 
 
-def plot_clip(path: Path, out_dir: Path, config: features.FeatureConfig) -> list[Path]:
-    """The waveform, the model's frames (MFCCs or PCEN bands, as config.frontend makes them) and log-mel
-    pictures of one audio file, as <stem>_<kind>.png in out_dir. With the log-mel front end, the log-mel
-    picture is the model's frames.
+def plot_clip(path: Path, out_dir: Path, config: FeatureConfig) -> list[Path]:
+    """The waveform, the model's frames (its MFCCs) and log-mel pictures of one audio file, as <stem>_<kind>.png
+    in out_dir.
 
     Raises features.SkipClip for a file that is unreadable or silent.
     """
@@ -141,20 +135,14 @@ def plot_clip(path: Path, out_dir: Path, config: features.FeatureConfig) -> list
     pictures = [plot_waveform(y / np.max(np.abs(y)), config.sample_rate, out_dir / f"{stem}_waveform.png",
                               f"{name}: waveform at {config.sample_rate} Hz, peak-normalised",
                               window=(start, start + config.window_s))]
-    if config.frontend == "mfcc":
-        pictures.append(plot_mfcc(features.mfcc_sequence(window, config), config, out_dir / f"{stem}_mfcc.png",
-                                  f"{name}: {config.n_mfcc} MFCCs of {sees}"))
-    if config.frontend == "pcen":
-        pictures.append(plot_pcen(features.pcen_sequence(window, config), config, out_dir / f"{stem}_pcen.png",
-                                  f"{name}: PCEN of {config.n_mels} mel bands of {sees}"))
-    log_mel_title = (f"{name}: {config.n_mels} log-mel bands of {sees}" if config.frontend == "logmel"
-                     else f"{name}: log-mel spectrogram ({config.n_mels} bands) of the same window")
+    pictures.append(plot_mfcc(features.mfcc_sequence(window, config), config, out_dir / f"{stem}_mfcc.png",
+                              f"{name}: {config.n_mfcc} MFCCs of {sees}"))
     pictures.append(plot_log_mel(features.log_mel_spectrogram(window, config), config, out_dir / f"{stem}_logmel.png",
-                                 log_mel_title))
+                                 f"{name}: log-mel spectrogram ({config.n_mels} bands) of the same window"))
     return pictures
 
 
-def window_start_s(y: np.ndarray, window: np.ndarray, config: features.FeatureConfig) -> float:
+def window_start_s(y: np.ndarray, window: np.ndarray, config: FeatureConfig) -> float:
     """Where in y (seconds) features.model_window starts: after trimming, centred; negative if padded."""
     start, stop = features.trimmed_span(y, config)
     return (start + features.centred_start(stop - start, len(window))) / config.sample_rate
@@ -183,7 +171,7 @@ def run_script(script: str, *args) -> None:
 def clip_pictures(paths: list[Path], out_dir: Path, saved=None, model_name: str = "") -> list[Path]:
     """plot_clip's pictures of each file in out_dir, and with a model.SavedModel (called model_name) its
     probabilities too. Unreadable or silent files are skipped and named."""
-    config = saved.config if saved is not None else recipes.recipe_config(recipes.default_recipe())
+    config = saved.config if saved is not None else RECIPES[DEFAULT_RECIPE].features
     written = []
     for path in paths:
         try:
@@ -198,7 +186,7 @@ def clip_pictures(paths: list[Path], out_dir: Path, saved=None, model_name: str 
 def readme_figures(data_dir: str, work_dir: Path, out_dir: Path, clips_dir: Path) -> list[Path]:
     """Train and evaluate the default recipe on both splits and copy the README's pictures to out_dir,
     with the first demo clip's waveform and what the model sees of it (its MFCCs)."""
-    import model as models
+    import modeldir
     clip = clips_dir / f"{CLIPS[0][0]}.wav"
     if not clip.is_file():
         raise DemoError(f"no demo clip at {clip}; make the clips first: python demo/make_demo.py")
@@ -213,7 +201,7 @@ def readme_figures(data_dir: str, work_dir: Path, out_dir: Path, clips_dir: Path
             target = out_dir / f"{Path(name).stem}_{split}.png"
             shutil.copyfile(model_dir / name, target)
             written.append(target)
-    config = models.load_model_dir(work_dir / "default-random").config
+    config = modeldir.load_model_dir(work_dir / "default-random").config
     for picture in plot_clip(clip, work_dir / "pictures", config)[:2]:
         target = out_dir / picture.name.replace(f"{clip.stem}_", "")
         shutil.copyfile(picture, target)

@@ -35,7 +35,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     # Imported once the arguments are good: plotting and TensorFlow take seconds to load.
     import drawing
-    import model as models
+    import modeldir
     try:
         if args.readme:
             written = drawing.readme_figures(args.data_dir, args.work_dir, DEMO / "figures", args.clips)
@@ -43,10 +43,10 @@ def main(argv=None):
             missing = [str(path) for path in args.plot or [] if not path.is_file()]
             if missing:
                 raise drawing.DemoError(f"no such file: {', '.join(missing)}")
-            saved = models.load_model_dir(args.model_dir) if args.model_dir is not None else None
+            saved = modeldir.load_model_dir(args.model_dir) if args.model_dir is not None else None
             paths = args.plot or drawing.synthesise_clips(args.clips)
             written = drawing.clip_pictures(paths, args.out, saved, args.model_dir.name if saved else "")
-    except (drawing.DemoError, models.ModelDirError) as e:
+    except (drawing.DemoError, modeldir.ModelDirError) as e:
         sys.exit(f"error: {e}")
     for path in written:
         print(f"wrote {path}")

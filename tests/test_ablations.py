@@ -1,25 +1,24 @@
 """bench/ablations.py: its model variants train, mixup blends clips and labels alike, ensembles average."""
+import dataclasses
 import sys
 import time
 
 import numpy as np
 
-from conftest import ROOT
+from conftest import ROOT, separable_features
 
 sys.path.insert(0, str(ROOT / "bench"))
 import ablations  # noqa: E402
-import features as F  # noqa: E402
+from config import EMOTIONS, RECIPES  # noqa: E402
 
 
 def test_every_variant_builds_and_learns_a_separable_task():
-    from test_train_eval import recipe_options, separable_features
     X, y = separable_features(256)
     ablations.models.MODELS.update(ablations.VARIANTS)
-    for name in ablations.VARIANTS:
-        args = recipe_options("--epochs", "5", "--no-augment")
-        args.model = name  # the variants are --model choices of ablations.py only
-        model, history, _ = ablations.training.train(X, y, X, y, args, seed=0, verbose=0)
-        assert model.output_shape == (None, len(F.EMOTIONS)), name
+    for name in ablations.VARIANTS:  # the variants are --model choices of ablations.py only
+        recipe = dataclasses.replace(RECIPES["pooled"], epochs=5, augment=False, model=name)
+        model, history, _ = ablations.training.train(X, y, X, y, recipe, seed=0, verbose=0)
+        assert model.output_shape == (None, len(EMOTIONS)), name
         assert history["accuracy"].max() > 0.5, name  # chance is 1/8; BatchNorm's moving statistics lag on val
 
 
@@ -34,10 +33,9 @@ def test_mixup_blends_each_clip_and_its_label_by_the_same_weight():
 
 
 def test_an_ensemble_averages_models_of_different_seeds():
-    from test_train_eval import recipe_options, separable_features
     X, y = separable_features(64)
-    args = recipe_options("--epochs", "1", "--no-augment")
-    ensemble, history, best_epoch = ablations.with_ensemble(2)(X, y, X, y, args, seed=0, verbose=0)
+    recipe = dataclasses.replace(RECIPES["pooled"], epochs=1, augment=False)
+    ensemble, history, best_epoch = ablations.with_ensemble(2)(X, y, X, y, recipe, seed=0, verbose=0)
     members = [layer for layer in ensemble.layers if isinstance(layer, ablations.keras.Model)]
     assert len(members) == 2 and len(history) == 1
     each = [m.predict(X, verbose=0) for m in members]

@@ -2,16 +2,16 @@
 import io
 import json
 
-import librosa
 import numpy as np
 import pytest
 import soundfile as sf
 from pyroomacoustics.experimental import measure_rt60
 
 import augment
+import cache
 import evaluation
 import features as F
-import model as models
+import modeldir
 from conftest import run_script
 
 SR = 22050
@@ -121,23 +121,6 @@ def test_training_corruptions_vary_with_the_seed_and_repeat_with_it(speech, talk
     np.testing.assert_array_equal(again, outputs[3])
 
 
-def test_other_voice_shifts_the_pitch_and_tempo_it_draws():
-    t = np.arange(2 * SR) / SR
-    vowel = (sum(np.sin(2 * np.pi * k * 140 * t) / k for k in range(1, 12)) * 0.1).astype(np.float32)  # f0 140 Hz
-
-    def median_f0(y):
-        f0, voiced, _ = librosa.pyin(y, fmin=60, fmax=600, sr=SR)
-        return np.median(f0[voiced])
-
-    for seed in range(3):
-        draws = np.random.default_rng(seed)  # other_voice's two draws, in its order
-        semitones, rate = draws.uniform(-2, 2), draws.uniform(0.9, 1.1)
-        voice = augment.other_voice(vowel, SR, np.random.default_rng(seed))
-        assert voice.dtype == np.float32 and len(voice) == pytest.approx(len(vowel) / rate, abs=SR * 0.01)
-        assert median_f0(voice) == pytest.approx(140 * 2 ** (semitones / 12), rel=0.01)
-        np.testing.assert_array_equal(voice, augment.other_voice(vowel, SR, np.random.default_rng(seed)))
-
-
 @pytest.mark.parametrize("condition, message", [
     ("white:loud", "white:loud: 'loud' is not a number"),
     ("thunder:10", "unknown corruption 'thunder'"),
@@ -157,10 +140,10 @@ def test_bad_conditions_are_one_line_errors(condition, message):
 def evaluated_sample(model_dir, n: int):
     """(the saved model, n of its test clips drawn as bench/robustness.py --limit n draws them, evaluate_saved
     of the model on their clean features)."""
-    model = models.load_model_dir(model_dir)
+    model = modeldir.load_model_dir(model_dir)
     clips, _ = evaluation.clips_to_evaluate(model, None)
     clips = clips.sample(n, random_state=0).reset_index(drop=True)
-    data = F.load_features(clips, model.config, cache_dir=None)
+    data = cache.load_features(clips, model.config, cache_dir=None)
     return model, clips, evaluation.evaluate_saved(model, data.X, data.clips)
 
 
@@ -176,8 +159,6 @@ def test_robustness_benchmark_runs_end_to_end(brief_model, tmp_path):
     # The clean row is what the model scores on those clips through the evaluation path.
     _, _, expected = evaluated_sample(brief_model[0], 12)
     assert saved["conditions"][0]["accuracy"] == pytest.approx(expected["accuracy"])
-    assert saved["conditions"][0]["accuracy_each_clip_alone"] == pytest.approx(expected["each_clip_alone"]["accuracy"])
-    assert saved["norm"] == "speaker" and "live_running_statistics" in saved  # the brief model is speaker-normalised
     assert (out / "robustness.md").read_text().count("\n") == 2 + 6 + 1
     assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -186,7 +167,7 @@ def test_robustness_over_several_models_gives_their_mean_and_spread(brief_model,
     import train_model
     other = train_model.main(["--data-dir", str(small_corpus), "--model-dir", str(tmp_path / "fold-1,2"),
                               "--cache-dir", str(brief_model[1]), "--split", "speaker", "--test-speakers", "1,2",
-                              "--epochs", "1", "--model", "pooled", "--trim-db", "30"])
+                              "--epochs", "1", "--copies", "0"])
     out = tmp_path / "robustness"
     result = run_script("bench/robustness.py", "--model-dir", brief_model[0], other, "--limit", "8",
                         "--conditions", "clean", "white:0", "--out", out)
@@ -199,13 +180,12 @@ def test_robustness_over_several_models_gives_their_mean_and_spread(brief_model,
         model, clips, expected = evaluated_sample(model_dir, 8)
         assert one_model["conditions"][0]["accuracy"] == pytest.approx(expected["accuracy"])
         assert set(clips["speaker"]) <= set(model.metadata["split"]["test_speakers"])
-    assert models.load_model_dir(other).metadata["split"]["test_speakers"] == ["ravdess-01", "ravdess-02"]
+    assert modeldir.load_model_dir(other).metadata["split"]["test_speakers"] == ["ravdess-01", "ravdess-02"]
     for i, row in enumerate(saved["conditions"]):
         accuracies = [first["conditions"][i]["accuracy"], second["conditions"][i]["accuracy"]]
         assert row["accuracy"] == pytest.approx(np.mean(accuracies))
         assert row["accuracy_std"] == pytest.approx(np.std(accuracies))
         assert row["n"] == 16
-        assert "accuracy_each_clip_alone" not in row  # only the speaker-normalised model has that figure
     assert f"| clean | {saved['conditions'][0]['accuracy']:.3f} ± " in (out / "robustness.md").read_text()
 
 

@@ -15,7 +15,8 @@ import pytest
 
 import batch
 import cluster
-import features as F
+import corpora
+from config import EMOTIONS
 from conftest import run_script
 
 DASK = Path(sys.executable).parent / "dask"
@@ -59,8 +60,8 @@ def test_workers_get_the_code_and_a_share_of_the_threads(scheduler):
     def seen_by_worker():
         from threadpoolctl import threadpool_info
 
-        import features
-        return (features.__file__, features.extraction_threads(), os.environ["TF_NUM_INTRAOP_THREADS"],
+        import cache
+        return (cache.__file__, cache.extraction_threads(), os.environ["TF_NUM_INTRAOP_THREADS"],
                 sorted({pool["num_threads"] for pool in threadpool_info()}))
 
     client = cluster.connect(scheduler)
@@ -89,9 +90,8 @@ def test_cross_validation_on_a_cluster_matches_in_process(scheduler, sparse_corp
     assert b["accuracy_mean"] == pytest.approx(np.mean([f["accuracy"] for f in b["folds"]]))
 
 
-@pytest.mark.parametrize("which", ["full_model", "brief_model"])  # per clip, and per speaker (grouped partitions)
-def test_batch_on_a_cluster_equals_in_process(scheduler, which, request, datasets, tmp_path):
-    model_dir = request.getfixturevalue(which)[0]
+def test_batch_on_a_cluster_equals_in_process(scheduler, brief_model, datasets, tmp_path):
+    model_dir = brief_model[0]
     inputs = [datasets / "tess" / "YAF_happy", datasets / "ravdess" / "Actor_05"]
     tables = {}
     for side, extra in [("here", []), ("there", ["--scheduler", scheduler])]:
@@ -104,12 +104,12 @@ def test_batch_on_a_cluster_equals_in_process(scheduler, which, request, dataset
     assert len(here) == 200 + 60
     assert here["path"].tolist() == there["path"].tolist()
     assert (here["label"] == there["label"]).all() and (here["windows"] == there["windows"]).all()
-    np.testing.assert_allclose(there[list(F.EMOTIONS)], here[list(F.EMOTIONS)], atol=1e-5)
+    np.testing.assert_allclose(there[list(EMOTIONS)], here[list(EMOTIONS)], atol=1e-5)
 
 
 def test_a_worker_killed_mid_run_loses_no_file_and_doubles_none(scheduler, full_model, datasets, tmp_path):
     inputs = [datasets / "tess" / name for name in ("OAF_angry", "OAF_sad", "YAF_fear", "YAF_neutral")]
-    expected = {str(p) for folder in inputs for p in F.audio_files(folder)}
+    expected = {str(p) for folder in inputs for p in corpora.audio_files(folder)}
     out = tmp_path / "results.csv"
     job = subprocess.Popen([sys.executable, "predict_live.py", "--model-dir", full_model[0], "--file", *inputs,
                             "--output", out, "--scheduler", scheduler], cwd=Path(__file__).parents[1],
@@ -141,11 +141,11 @@ def test_a_second_run_classifies_only_what_is_missing(brief_model, datasets, tmp
     table.loc[0, "label"] = "marker"  # a row that classification would never write
     table.to_csv(out, index=False)
     # A run stopped after one partition of the second folder: its part is kept, and counts as done.
-    batch.write_part(out, table.iloc[[1]].assign(path=str(F.audio_files(second)[0]), label="marker"))
+    batch.write_part(out, table.iloc[[1]].assign(path=str(corpora.audio_files(second)[0]), label="marker"))
     result = run_script("predict_live.py", "--model-dir", model_dir, "--file", first, second, "--output", out)
     assert result.returncode == 0, result.stderr
     merged = pd.read_csv(out)
-    assert merged["path"].tolist() == [str(p) for p in F.audio_files(first) + F.audio_files(second)]
+    assert merged["path"].tolist() == [str(p) for p in corpora.audio_files(first) + corpora.audio_files(second)]
     assert (merged["label"] == "marker").sum() == 2  # neither done file was classified again
     assert not batch.parts_folder(out).exists()
 
@@ -157,7 +157,7 @@ def test_a_results_file_of_something_else_is_one_line(brief_model, datasets, tmp
                         "--output", out)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
-        f"error: {out} exists but its columns are not this model's (path, label, windows, {', '.join(F.EMOTIONS)}); "
+        f"error: {out} exists but its columns are not this model's (path, label, windows, {', '.join(EMOTIONS)}); "
         f"move it away or choose another --output"]
     assert out.read_text() == "name,score\na,1\n"
 
@@ -193,7 +193,7 @@ def test_a_bad_scheduler_option_is_an_argument_error(text):
 
 
 def test_results_files_read_back_in_every_format(tmp_path):
-    labels = list(F.EMOTIONS)
+    labels = list(EMOTIONS)
     rows = [{"path": f"clip{i}.wav", "label": labels[i], "windows": i + 1,
              "probabilities": dict(zip(labels, np.roll(np.linspace(0.01, 0.3, 8), i), strict=True))} for i in range(3)]
     table = batch.results_table(rows, labels)

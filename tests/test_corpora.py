@@ -7,16 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import corpora
 import evaluation
 import features as F
-import training
+from config import EMOTIONS
 from conftest import link_subset, run_script
 
 BOREDOM = "EMO-DB boredom clips (no counterpart among the eight emotions)"
 
 
 def test_emodb_is_indexed_by_its_own_file_names(emodb):
-    clips, summary = F.index_corpus(emodb)
+    clips, summary = corpora.index_corpus(emodb)
     assert len(clips) == 454 and set(clips["corpus"]) == {"emodb"}
     assert summary.excluded == {BOREDOM: 81} and not summary.unmatched
     # Speakers and genders as the corpus's README gives them.
@@ -30,7 +31,7 @@ def test_emodb_is_indexed_by_its_own_file_names(emodb):
 
 
 def test_no_other_corpus_or_custom_file_parses_as_emodb(datasets):
-    clips, _ = F.index_corpus(datasets)
+    clips, _ = corpora.index_corpus(datasets)
     stems = [os.path.splitext(os.path.basename(p))[0] for p in clips["path"]]
     assert len(stems) == 4240 and not any(F.parse_emodb_name(stem) for stem in stems)
     for stem in ["take1", "03a01Fa_copy", "01a01Fa", "03a03Fa", "03a01Xa", "03a01fa", "03-01-05-01-01-01-03",
@@ -46,19 +47,19 @@ def test_corpora_behind_symbolic_links_are_indexed_once_and_loops_are_harmless(d
     (data / "emodb-again").symlink_to(emodb, target_is_directory=True)  # the same folder twice
     (data / "loop").mkdir()
     (data / "loop" / "back").symlink_to(data, target_is_directory=True)  # a link back up the tree
-    clips, summary = F.index_corpus(data)
+    clips, summary = corpora.index_corpus(data)
     assert clips["corpus"].value_counts().to_dict() == {"emodb": 454, "ravdess": 60}
     assert not clips["path"].duplicated().any() and summary.excluded == {BOREDOM: 81}
 
 
 def test_several_data_folders_and_corpora_chosen_among_them(small_corpus, emodb, tmp_path):
-    clips, _ = F.index_corpus([small_corpus, emodb])
+    clips, _ = corpora.index_corpus([small_corpus, emodb])
     assert set(clips["corpus"]) == {"ravdess", "tess", "emodb"}
     assert set(F.select_corpora(clips, ["emodb", "tess"])["corpus"]) == {"emodb", "tess"}
     with pytest.raises(F.CorpusError, match="corpus custom not found; the data folders hold emodb, ravdess, tess"):
         F.select_corpora(clips, ["custom"])
     with pytest.raises(F.CorpusError, match="same path under two of"):
-        F.index_corpus([small_corpus, small_corpus / "."])
+        corpora.index_corpus([small_corpus, small_corpus / "."])
     result = run_script("train_model.py", "--data-dir", small_corpus, emodb, "--corpora", "ravdess,mine",
                         "--model-dir", tmp_path / "m")
     assert result.returncode != 0
@@ -76,7 +77,7 @@ def test_training_on_two_folders_records_both_and_test_model_finds_its_clips(sma
     assert meta["data_dirs"] == [str(small_corpus.resolve()), str(emodb.resolve())]
     assert meta["corpora"] == ["emodb", "ravdess"]
     # Stratified by corpus and emotion: a fifth of each EMO-DB emotion in the test part.
-    emodb_clips, _ = F.index_corpus(emodb)
+    emodb_clips, _ = corpora.index_corpus(emodb)
     in_test = emodb_clips["relpath"].isin(meta["split"]["test"])
     for emotion, n in emodb_clips["emotion"].value_counts().items():
         assert abs(in_test[emodb_clips["emotion"] == emotion].sum() - 0.2 * n) <= 1, emotion
@@ -90,7 +91,7 @@ def test_training_on_two_folders_records_both_and_test_model_finds_its_clips(sma
 
 
 def test_scores_restricted_to_a_corpus_own_emotions_on_a_hand_made_case():
-    labels = list(F.EMOTIONS)  # neutral calm happy sad ...
+    labels = list(EMOTIONS)  # neutral calm happy sad ...
     # Three clips, true neutral, neutral, happy. The model's favourite is calm (absent here) for the first two.
     p = np.array([[0.3, 0.5, 0.2, 0, 0, 0, 0, 0],
                   [0.1, 0.6, 0.3, 0, 0, 0, 0, 0],
@@ -108,32 +109,6 @@ def test_scores_restricted_to_a_corpus_own_emotions_on_a_hand_made_case():
     assert "shared_emotions" not in every
 
 
-def test_balance_weights_give_every_speaker_the_same_total():
-    clips = pd.DataFrame({"speaker": ["a"] * 6 + ["b"] * 2 + ["c"] * 2, "corpus": ["tess"] * 6 + ["emodb"] * 4})
-    by_speaker = training.balance_weights(clips, "speaker")
-    assert by_speaker.mean() == pytest.approx(1)
-    totals = pd.Series(by_speaker).groupby(clips["speaker"]).sum()
-    assert np.allclose(totals, totals.iloc[0])
-    by_corpus = pd.Series(training.balance_weights(clips, "corpus")).groupby(clips["corpus"]).sum()
-    assert by_corpus["tess"] == pytest.approx(by_corpus["emodb"])
-    assert training.balance_weights(clips, "none") is None
-
-
-def test_balance_weights_change_what_training_learns():
-    from test_train_eval import recipe_options, separable_features
-    X, y = separable_features(64)
-    args = recipe_options("--model", "pooled", "--epochs", "1", "--no-augment", "--lr-schedule", "constant")
-    flat, _, _ = training.train(X, y, X, y, args, seed=0, verbose=0)
-    weights = np.where(y == 0, 8.0, 0.1).astype("float32")  # almost only class 0 counts
-    weighted, _, _ = training.train(X, y, X, y, args, seed=0, verbose=0, sample_weight=weights)
-    assert not np.allclose(flat.predict(X, verbose=0), weighted.predict(X, verbose=0), atol=1e-3)
-    # The tf.data pipeline carries them too, and class weights combine with them (Keras takes only one).
-    for extra in [[], ["--class-weights"], ["--class-weights", "--no-augment"]]:
-        args = recipe_options("--model", "pooled", "--epochs", "1", *extra)
-        model, history, _ = training.train(X, y, X, y, args, seed=0, verbose=0, sample_weight=weights)
-        assert len(history) == 1 and np.isfinite(history["loss"]).all(), extra
-
-
 def test_leave_one_corpus_out_runs_end_to_end_on_a_few_clips(datasets, emodb, tmp_path):
     corpus = link_subset(datasets, tmp_path / "corpus", actors=(1, 2, 3, 4), tess_per_folder=12)
     result = run_script("evaluate_corpora.py", "--data-dir", corpus, emodb, "--epochs", "1", "--no-augment",
@@ -144,7 +119,7 @@ def test_leave_one_corpus_out_runs_end_to_end_on_a_few_clips(datasets, emodb, tm
     assert set(rows) == {"emodb", "ravdess", "tess"}
     assert rows["emodb"]["train"] == ["ravdess", "tess"] and rows["emodb"]["n"] == 454
     assert len(rows["emodb"]["shared_emotions"]["labels"]) == 6 and len(rows["tess"]["shared_emotions"]["labels"]) == 7
-    assert rows["ravdess"]["shared_emotions"]["labels"] == list(F.EMOTIONS)  # RAVDESS has all eight
+    assert rows["ravdess"]["shared_emotions"]["labels"] == list(EMOTIONS)  # RAVDESS has all eight
     assert "| ravdess + tess | emodb | 454 |" in result.stdout
     one = run_script("evaluate_corpora.py", "--data-dir", emodb, "--epochs", "1", "--cache-dir", tmp_path / "cache")
     assert one.returncode != 0

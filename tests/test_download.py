@@ -7,8 +7,8 @@ import zipfile
 
 import pytest
 
+import corpora
 import download_data as dl
-import features as F
 from conftest import run_script
 
 N_CLIPS = 12
@@ -78,7 +78,7 @@ def test_full_download_verifies_extracts_and_second_run_is_a_noop(server, datase
     data = tmp_path / "data"
     target = dl.fetch(corpus, data)
     assert target == data / "ravdess" and dl.count_clips(target) == N_CLIPS
-    clips, _ = F.index_corpus(data)
+    clips, _ = corpora.index_corpus(data)
     assert len(clips) == N_CLIPS and set(clips["speaker"]) == {"ravdess-03"}
     assert sorted(p.name for p in data.iterdir()) == ["ravdess"]  # no .part, no staging left
     assert "CC BY-NC-SA 4.0" in capsys.readouterr().out
@@ -190,7 +190,7 @@ def test_emodb_downloads_whole_with_its_licence_and_is_indexed(server, emodb, tm
     assert result.returncode == 0, result.stderr
     assert "Burkhardt F" in result.stdout and "free for research" in result.stdout
     assert "emodb: 535 clips in" in result.stdout and "verified by clip count" in result.stdout
-    clips, summary = F.index_corpus(tmp_path / "data")
+    clips, summary = corpora.index_corpus(tmp_path / "data")
     assert len(clips) == 454 and set(clips["corpus"]) == {"emodb"}
     assert summary.excluded == {"EMO-DB boredom clips (no counterpart among the eight emotions)": 81}
 

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 import evaluation
-import features as F
 import inference
-import model as models
+import modeldir
+from config import EMOTIONS
 from conftest import run_script
 
 # Measured (python export_model.py --int8): int8 top labels agree with float32 Keras on 1.000 of the
@@ -24,8 +24,8 @@ def exported(request, tmp_path_factory):
     source, cache = request.getfixturevalue(request.param)
     model_dir = tmp_path_factory.mktemp("exported") / "model"
     shutil.copytree(source, model_dir)
-    written = models.export_model_dir(model_dir, int8=True, onnx=True)
-    saved = models.load_model_dir(model_dir)
+    written = modeldir.export_model_dir(model_dir, int8=True, onnx=True)
+    saved = modeldir.load_model_dir(model_dir)
     X, clips, _ = evaluation.model_inputs(saved, None, cache)
     y = clips["emotion"].map(saved.labels.index).to_numpy()
     return model_dir, written, X, y, saved.model.predict(X, batch_size=256, verbose=0)
@@ -101,7 +101,7 @@ def test_predict_live_files_through_an_exported_model(exported, datasets, flag, 
     keras_table, exported_table = outputs["keras"], outputs[flag]
     assert len(keras_table) == 201
     assert (exported_table["label"] == keras_table["label"]).all()
-    np.testing.assert_allclose(exported_table[list(F.EMOTIONS)], keras_table[list(F.EMOTIONS)], atol=2e-4)
+    np.testing.assert_allclose(exported_table[list(EMOTIONS)], keras_table[list(EMOTIONS)], atol=2e-4)
 
 
 def test_predict_live_says_how_to_export_a_missing_file(brief_model, datasets):

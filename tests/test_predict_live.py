@@ -11,11 +11,13 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 
 import features as F
 import inference
-import model as models
+import modeldir
 import predict_live as live
+from config import EMOTIONS, FeatureConfig
 from conftest import ROOT, run_script
 
 # Strong angry RAVDESS clips, then TESS angry ones: where the fixture looks for a clip to play.
@@ -91,7 +93,7 @@ def stable_clip(full_model, datasets):
     path itself: device, resampling, ring buffer, gate and model, end to end. A first clip that merely
     passed offline once lost to fearful on a CI machine, hence the margin.
     """
-    saved = models.load_model_dir(full_model[0])
+    saved = modeldir.load_model_dir(full_model[0])
     predictor, held_out = inference.Predictor(saved), set(saved.metadata["split"]["test"])
     margins = {}
     for candidate in filter(held_out.__contains__, CLIP_CANDIDATES):
@@ -112,7 +114,7 @@ def stable_clip(full_model, datasets):
 def test_live_hears_a_clip_played_into_the_microphone(pulse, full_model, stable_clip, tmp_path, runtime):
     clip = stable_clip
     if runtime:
-        models.export_model_dir(full_model[0])
+        modeldir.export_model_dir(full_model[0])
     log = tmp_path / "live.csv"
     listener = subprocess.Popen(
         [sys.executable, "predict_live.py", "--model-dir", str(full_model[0]), "--duration", "11", "--log", str(log),
@@ -132,7 +134,7 @@ def test_live_hears_a_clip_played_into_the_microphone(pulse, full_model, stable_
     assert lines[-1].startswith(f"{len(lines) - 2} hops (") and lines[-1].strip().endswith("0 input overflows")
 
     hops = pd.read_csv(log)
-    assert list(hops.columns) == ["time_s", "label", *F.EMOTIONS, "level_db"]
+    assert list(hops.columns) == ["time_s", "label", *EMOTIONS, "level_db"]
     assert len(hops) == len(lines) - 2 and 19 <= len(hops) <= 22
     assert np.allclose(np.diff(hops["time_s"]), 0.5, atol=0.05)
     loud = (hops["level_db"] >= inference.DEFAULT_SILENCE_DB).to_numpy()
@@ -144,10 +146,10 @@ def test_live_hears_a_clip_played_into_the_microphone(pulse, full_model, stable_
     assert (hops["label"][:first] == inference.SILENCE).all()
     assert (hops["label"][first:last + 1] != inference.SILENCE).all()
     assert loud[first:last + 1].all()
-    assert hops.loc[first:last, list(F.EMOTIONS)].notna().all().all()
-    assert hops.loc[~loud, list(F.EMOTIONS)].isna().all().all()
+    assert hops.loc[first:last, list(EMOTIONS)].notna().all().all()
+    assert hops.loc[~loud, list(EMOTIONS)].isna().all().all()
     # What the stream heard is the clip's true emotion (which --file also gives it).
-    heard = hops.loc[first:last, list(F.EMOTIONS)].mean()
+    heard = hops.loc[first:last, list(EMOTIONS)].mean()
     assert heard.idxmax() == "angry", heard.round(2).to_dict()
 
 
@@ -169,10 +171,10 @@ def test_file_mode_prints_a_table_and_writes_results(full_model, datasets, tmp_p
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     table = pd.read_csv(out)
-    assert len(table) == 201 and list(table.columns) == ["path", "label", "windows", *F.EMOTIONS]
-    assert np.allclose(table[list(F.EMOTIONS)].sum(axis=1), 1, atol=1e-3)
+    assert len(table) == 201 and list(table.columns) == ["path", "label", "windows", *EMOTIONS]
+    assert np.allclose(table[list(EMOTIONS)].sum(axis=1), 1, atol=1e-3)
     # Judged on the clips the model never trained on: its random split's test part.
-    held_out = {str(datasets / p) for p in models.load_model_dir(full_model[0]).metadata["split"]["test"]}
+    held_out = {str(datasets / p) for p in modeldir.load_model_dir(full_model[0]).metadata["split"]["test"]}
     unseen = table[table["path"].isin(held_out) & table["path"].str.contains("YAF_happy")]
     assert len(unseen) >= 30 and (unseen["label"] == "happy").mean() > 0.9
     assert result.stdout.splitlines()[0].split() == ["file", "emotion", "p"]
@@ -180,20 +182,18 @@ def test_file_mode_prints_a_table_and_writes_results(full_model, datasets, tmp_p
 
 
 def test_long_files_are_averaged_over_windows(full_model, datasets, tmp_path):
-    predictor = inference.Predictor(models.load_model_dir(full_model[0]))
+    predictor = inference.Predictor(modeldir.load_model_dir(full_model[0]))
     config = predictor.config
     clip = F.load_audio(datasets / "tess" / "OAF_angry" / "OAF_bar_angry.flac", 22050)
     y = np.concatenate([clip, np.zeros(22050 * 7, np.float32), clip, clip])
-    F.sf.write(tmp_path / "long.flac", y, 22050)
+    sf.write(tmp_path / "long.flac", y, 22050)
     (tmp_path / "broken.wav").write_bytes(b"")
     results, skipped = inference.classify_files([tmp_path / "long.flac", tmp_path / "broken.wav"], predictor)
     windows = inference.file_windows(y, config)
     all_windows = np.ceil((len(y) - config.n_samples) / (config.n_samples * inference.FILE_WINDOW_STEP)) + 1
     assert 3 <= len(windows) < all_windows  # the windows inside the 7 s of silence are left out
     assert results[0]["windows"] == len(windows)
-    # One file of no corpus: its windows are one speaker's, or each stands alone.
-    windows = F.normalised(windows, ["session"] * len(windows), predictor.norm)
-    expected = predictor(windows).mean(axis=0)
+    expected = predictor(windows).mean(axis=0)  # each window standardised alone, as the model was trained
     assert np.allclose([results[0]["probabilities"][c] for c in predictor.labels], expected, atol=1e-6)
     assert skipped == [(str(tmp_path / "broken.wav"), "unreadable")]
     short = inference.file_windows(clip, config)
@@ -205,7 +205,7 @@ def test_long_files_are_averaged_over_windows(full_model, datasets, tmp_path):
 
 def test_a_file_gets_the_window_training_gave_it(datasets):
     """Up to 4.5 s of speech, a file is one window centred on its speech, exactly as training sees the clip."""
-    config = F.FeatureConfig(trim_db=30.0, deltas=True)
+    config = FeatureConfig(trim_db=30.0, deltas=True)
     clip = F.load_audio(datasets / "ravdess" / "Actor_01" / "03-01-05-02-01-01-01.flac", config.sample_rate)
     assert len(clip) / config.sample_rate > 4.0  # a RAVDESS clip of 4.1 s, 2.1 s of it speech
     start, stop = F.trimmed_span(F.peak_normalise(clip), config)
@@ -269,7 +269,7 @@ def test_smoothing_averages_and_zero_is_raw():
 
 
 def test_silence_gate_and_levels(full_model):
-    predictor = inference.Predictor(models.load_model_dir(full_model[0]))
+    predictor = inference.Predictor(modeldir.load_model_dir(full_model[0]))
     classify = inference.LiveClassifier(predictor, device_rate=48000)
     quiet = np.full(classify.window_samples, 10 ** (-60 / 20), np.float32)  # a -60 dBFS hum
     assert inference.level_db(quiet) == pytest.approx(-60, abs=0.01)
@@ -281,32 +281,10 @@ def test_silence_gate_and_levels(full_model):
     assert hop.label == inference.SILENCE and hop.probabilities is None
     tone = 0.3 * np.sin(np.linspace(0, 20000, classify.window_samples)).astype(np.float32)
     hop = classify(tone, 1.5)
-    assert hop.label in F.EMOTIONS and hop.probabilities.sum() == pytest.approx(1, abs=1e-4)
+    assert hop.label in EMOTIONS and hop.probabilities.sum() == pytest.approx(1, abs=1e-4)
     assert "silence" in live.hop_line(inference.Hop(2.0, inference.SILENCE, None, -70.0))
     block = live.hop_block(hop, predictor.labels)
-    assert len(block) == 1 + len(F.EMOTIONS) and hop.label.upper() in block[0]
-
-
-def test_a_live_window_is_standardised_as_the_model_was_trained():
-    X = np.random.default_rng(0).normal(4, 3, (130, 13)).astype(np.float32)
-    X[:20] = X[-20:] = -300  # the zeros the ring buffer holds before the stream fills it
-    by = {norm: inference.window_standardiser(norm) for norm in ("clip", "speech", "mean")}
-    for norm, standardise in by.items():
-        np.testing.assert_array_equal(standardise(X), F.normalised(X[np.newaxis], None, norm)[0])
-    assert by["speech"](X)[:20].max() == 0 != by["clip"](X)[:20].max()
-    assert inference.window_standardiser("none") is None and inference.window_standardiser("speaker") is None
-
-
-def test_running_standardiser_learns_the_session_statistics():
-    rng = np.random.default_rng(0)
-    standardise = inference.RunningStandardiser(memory=10)
-    first = rng.normal(4, 3, (130, 13)).astype(np.float32)
-    z = standardise(first)
-    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-4)  # the first window by its own statistics
-    np.testing.assert_allclose(z.std(axis=0), 1, atol=1e-3)
-    for _ in range(50):  # a new speaker: the statistics follow within a few memories
-        z = standardise(rng.normal(-2, 0.5, (130, 13)).astype(np.float32))
-    assert abs(z.mean()) < 0.2 and abs(z.std() - 1) < 0.2
+    assert len(block) == 1 + len(EMOTIONS) and hop.label.upper() in block[0]
 
 
 def test_live_says_once_when_the_input_delivers_only_zeros(pulse, brief_model):

@@ -1,0 +1,190 @@
+"""The model directory: a trained model with everything needed to use it again, and its exports.
+
+A model directory holds `model.keras` and `metadata.json` (labels in output order, the recipe with its
+FeatureConfig, the split, library versions). `save_model_dir` writes it atomically; `load_model_dir` reads it
+back with Keras' safe mode on. `export_model_dir` adds `model.tflite` (and `model-int8.tflite`, `model.onnx`);
+`inference.load_exported` runs those.
+"""
+import contextlib
+import ctypes
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import model as models  # noqa: F401  (first: it quietens TensorFlow before Keras loads)
+
+# isort: split
+import keras
+
+from config import FeatureConfig, Recipe, recipe_of_metadata
+from fileio import atomic_output
+from inference import ONNX_FILE, TFLITE_FILE, TFLITE_INT8_FILE
+
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+
+
+class ModelDirError(Exception):
+    """A model directory that is missing, incomplete or unreadable."""
+
+
+@dataclass
+class SavedModel:
+    model: keras.Model
+    metadata: dict
+    labels: list[str]
+    recipe: Recipe
+
+    @property
+    def config(self) -> FeatureConfig:
+        """How the model's input is made from audio."""
+        return self.recipe.features
+
+    @property
+    def norm(self) -> str:
+        """How the model's input is standardised, one of config.NORMS."""
+        return self.recipe.norm
+
+
+def check_new(model_dir: str | Path, overwrite: bool) -> None:
+    """Raise FileExistsError if model_dir exists and overwrite is not given."""
+    if Path(model_dir).exists() and not overwrite:
+        raise FileExistsError(f"{model_dir} already exists; pass --overwrite to replace it")
+
+
+def save_model_dir(model_dir: str | Path, model: keras.Model, metadata: dict, extra_files: dict | None = None,
+                   overwrite: bool = False) -> Path:
+    """Write model.keras, metadata.json and extra_files ({name: writer(path)}) as one directory.
+
+    Everything is written into a hidden sibling folder first and renamed into place, so a
+    crash never leaves a half-written model dir. Raises FileExistsError for an existing dir
+    unless overwrite.
+    """
+    model_dir = Path(model_dir)
+    check_new(model_dir, overwrite)
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = model_dir.with_name(f".{model_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        model.save(staging / MODEL_FILE)
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+        for name, write in (extra_files or {}).items():
+            write(staging / name)
+        if not model_dir.exists():
+            staging.rename(model_dir)
+        elif exchange_paths(staging, model_dir):  # the old model is now at staging, removed below
+            pass
+        else:  # no atomic exchange here: a moment without a model dir between two renames
+            retired = model_dir.with_name(f".{model_dir.name}.old-{os.getpid()}")
+            model_dir.rename(retired)
+            staging.rename(model_dir)
+            shutil.rmtree(retired)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return model_dir
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step: Linux's renameat2(RENAME_EXCHANGE), macOS's
+    renamex_np(RENAME_SWAP). False where the system or file system has no such call (Windows)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except (OSError, TypeError):  # Windows has no C library to open by None
+        return False
+    a, b = os.fsencode(a), os.fsencode(b)
+    if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        at_fdcwd, rename_exchange = -100, 2
+        return libc.renameat2(at_fdcwd, a, at_fdcwd, b, rename_exchange) == 0
+    if sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        rename_swap = 0x2
+        return libc.renamex_np(a, b, rename_swap) == 0
+    return False
+
+
+def load_model_dir(model_dir: str | Path) -> SavedModel:
+    """The model and metadata saved by train_model.py. Raises ModelDirError with a one-line reason."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelDirError(f"no model directory at {model_dir}; train one with train_model.py "
+                            f"or pass --model-dir")
+    try:
+        metadata = json.loads((model_dir / METADATA_FILE).read_text())
+        labels = list(metadata["labels"])
+        recipe = recipe_of_metadata(metadata)
+    except FileNotFoundError:
+        raise ModelDirError(f"{model_dir} has no {METADATA_FILE}; it is not a model dir from train_model.py") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelDirError(f"{model_dir / METADATA_FILE} is broken ({type(e).__name__}: {e})") from None
+    try:
+        model = keras.saving.load_model(model_dir / MODEL_FILE, safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - Keras raises many kinds for a bad file
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelDirError(f"cannot load {model_dir / MODEL_FILE}: {reason[:200]}") from None
+    if model.output_shape[-1] != len(labels) or tuple(model.input_shape[1:]) != recipe.features.shape:
+        raise ModelDirError(f"{model_dir}: model shapes {model.input_shape} -> {model.output_shape} "
+                            f"do not match its metadata ({len(labels)} labels, features {recipe.features.shape})")
+    return SavedModel(model=model, metadata=metadata, labels=labels, recipe=recipe)
+
+
+# ---------------------------------------------------------------------------------------------
+# Export for runtimes without Keras (export_model.py); inference.load_exported runs the files.
+
+ONNX_OPSET = 17
+
+
+class ExportError(Exception):
+    """A converter that failed, with its reason."""
+
+
+def write_saved_model(model: keras.Model, path: Path) -> None:
+    """The model's inference function as a TensorFlow SavedModel, the converters' common input."""
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the exported signature
+        model.export(str(path), format="tf_saved_model")
+
+
+def tflite_bytes(saved_model: Path, int8: bool = False) -> bytes:
+    """A .tflite flatbuffer of the SavedModel: float32, or with int8 weights (dynamic-range quantisation)."""
+    import tensorflow as tf
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    if int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
+
+
+def write_onnx(saved_model: Path, path: Path) -> None:
+    """An ONNX file of the SavedModel through tf2onnx's command line, its supported entry point for Keras 3
+    models (its from_keras and from_function fail on them). Raises ExportError with the converter's last line."""
+    done = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved_model),
+                           "--output", str(path), "--opset", str(ONNX_OPSET)], capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise ExportError(f"tf2onnx failed: {lines[-1] if lines else f'exit status {done.returncode}'}")
+
+
+def export_model_dir(model_dir: str | Path, int8: bool = False, onnx: bool = False) -> list[Path]:
+    """Write model.tflite, and with the flags model-int8.tflite and model.onnx, into model_dir.
+
+    Each file is written under a temporary name and renamed into place.
+    """
+    model_dir = Path(model_dir)
+    saved = load_model_dir(model_dir)
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        saved_model = Path(tmp) / "saved_model"
+        write_saved_model(saved.model, saved_model)
+        for name, quantise in [(TFLITE_FILE, False)] + ([(TFLITE_INT8_FILE, True)] if int8 else []):
+            with atomic_output(model_dir / name) as part:
+                part.write_bytes(tflite_bytes(saved_model, quantise))
+            written.append(model_dir / name)
+        if onnx:
+            with atomic_output(model_dir / ONNX_FILE) as part:
+                write_onnx(saved_model, part)
+            written.append(model_dir / ONNX_FILE)
+    return written
