@@ -1,4 +1,5 @@
-"""Shared fixtures: the real corpora beside the checkout, and small corpora built from them."""
+"""Shared fixtures: the real corpora beside the checkout, small corpora built from them, and trained models; the
+markers of pytest.ini, set by what a test uses."""
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,19 @@ SHARED = ROOT.parent / "shared"
 DATASETS = SHARED / "datasets"
 ORIGINALS = SHARED / "audio-originals"
 EMODB = SHARED / "emodb"
+
+
+# A test that uses one of these fixtures is marked so: -m "not slow" leaves out every test that needs a model trained.
+MARKED_BY_FIXTURE = {"full_model": "slow", "brief_model": "slow", "trained": "slow", "scheduler": "cluster",
+                     "pulse": "audio", "server": "network"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for fixture in MARKED_BY_FIXTURE.keys() & set(item.fixturenames):
+            item.add_marker(MARKED_BY_FIXTURE[fixture])
+        if item.get_closest_marker("cluster"):
+            item.add_marker("slow")
 
 
 @pytest.fixture(scope="session")

@@ -57,6 +57,7 @@ def test_hum_holds_the_mains_frequency_and_its_harmonics():
     assert peaks == pytest.approx([50.0, 100.0, 150.0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rt60", [0.3, 0.6, 0.9])
 def test_simulated_rooms_reverberate_for_their_rt60(rt60):
     for rir in augment.rir_bank(rt60, SR):
@@ -113,6 +114,7 @@ def test_the_same_seed_gives_the_same_output(speech, talkers, condition):
     assert not np.array_equal(first, speech)
 
 
+@pytest.mark.slow
 def test_training_corruptions_vary_with_the_seed_and_repeat_with_it(speech, talkers):
     outputs = [augment.training_corruption(speech, SR, np.random.default_rng(s), talkers) for s in range(12)]
     assert all(o.shape == speech.shape and np.isfinite(o).all() for o in outputs)

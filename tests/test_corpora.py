@@ -9,7 +9,6 @@ import pytest
 
 import corpora
 import evaluation
-import features as F
 from config import EMOTIONS
 from conftest import link_subset, run_script
 
@@ -26,17 +25,17 @@ def test_emodb_is_indexed_by_its_own_file_names(emodb):
                        **{f"emodb-{s}": "female" for s in ("08", "09", "13", "14", "16")}}
     assert clips["emotion"].value_counts().to_dict() == {"angry": 127, "neutral": 79, "happy": 71, "fearful": 69,
                                                          "sad": 62, "disgust": 46}
-    assert F.parse_emodb_name("03a01Fa") == {"corpus": "emodb", "speaker": "emodb-03", "gender": "male",
+    assert corpora.parse_emodb_name("03a01Fa") == {"corpus": "emodb", "speaker": "emodb-03", "gender": "male",
                                              "emotion": "happy", "sentence": "a01", "version": "a"}
 
 
 def test_no_other_corpus_or_custom_file_parses_as_emodb(datasets):
     clips, _ = corpora.index_corpus(datasets)
     stems = [os.path.splitext(os.path.basename(p))[0] for p in clips["path"]]
-    assert len(stems) == 4240 and not any(F.parse_emodb_name(stem) for stem in stems)
+    assert len(stems) == 4240 and not any(corpora.parse_emodb_name(stem) for stem in stems)
     for stem in ["take1", "03a01Fa_copy", "01a01Fa", "03a03Fa", "03a01Xa", "03a01fa", "03-01-05-01-01-01-03",
                  "OAF_back_angry", "1203a01Fa"]:
-        assert F.parse_emodb_name(stem) is None, stem
+        assert corpora.parse_emodb_name(stem) is None, stem
 
 
 def test_corpora_behind_symbolic_links_are_indexed_once_and_loops_are_harmless(datasets, emodb, tmp_path):
@@ -55,10 +54,11 @@ def test_corpora_behind_symbolic_links_are_indexed_once_and_loops_are_harmless(d
 def test_several_data_folders_and_corpora_chosen_among_them(small_corpus, emodb, tmp_path):
     clips, _ = corpora.index_corpus([small_corpus, emodb])
     assert set(clips["corpus"]) == {"ravdess", "tess", "emodb"}
-    assert set(F.select_corpora(clips, ["emodb", "tess"])["corpus"]) == {"emodb", "tess"}
-    with pytest.raises(F.CorpusError, match="corpus custom not found; the data folders hold emodb, ravdess, tess"):
-        F.select_corpora(clips, ["custom"])
-    with pytest.raises(F.CorpusError, match="same path under two of"):
+    assert set(corpora.select_corpora(clips, ["emodb", "tess"])["corpus"]) == {"emodb", "tess"}
+    with pytest.raises(corpora.CorpusError,
+                       match="corpus custom not found; the data folders hold emodb, ravdess, tess"):
+        corpora.select_corpora(clips, ["custom"])
+    with pytest.raises(corpora.CorpusError, match="same path under two of"):
         corpora.index_corpus([small_corpus, small_corpus / "."])
     result = run_script("train_model.py", "--data-dir", small_corpus, emodb, "--corpora", "ravdess,mine",
                         "--model-dir", tmp_path / "m")
@@ -67,6 +67,7 @@ def test_several_data_folders_and_corpora_chosen_among_them(small_corpus, emodb,
         "error: corpus mine not found; the data folders hold emodb, ravdess, tess"
 
 
+@pytest.mark.slow
 def test_training_on_two_folders_records_both_and_test_model_finds_its_clips(small_corpus, emodb, tmp_path):
     import test_model
     import train_model
@@ -109,9 +110,10 @@ def test_scores_restricted_to_a_corpus_own_emotions_on_a_hand_made_case():
     assert "shared_emotions" not in every
 
 
+@pytest.mark.slow
 def test_leave_one_corpus_out_runs_end_to_end_on_a_few_clips(datasets, emodb, tmp_path):
     corpus = link_subset(datasets, tmp_path / "corpus", actors=(1, 2, 3, 4), tess_per_folder=12)
-    result = run_script("evaluate_corpora.py", "--data-dir", corpus, emodb, "--epochs", "1", "--no-augment",
+    result = run_script("evaluate_corpora.py", "--data-dir", corpus, emodb, "--epochs", "1", "--copies", "0",
                         "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     saved = json.loads((tmp_path / "out" / "loco.json").read_text())

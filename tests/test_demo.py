@@ -85,6 +85,7 @@ def test_demo_plots_a_users_file_with_a_models_probabilities(brief_model, tmp_pa
                                            "my clip_probabilities.png"]]
 
 
+@pytest.mark.slow
 def test_demo_clips_are_synthesised_small_and_pictured(tmp_path):
     if drawing.shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (.ci/run installs it)")
@@ -111,6 +112,7 @@ def test_committed_demo_clips_stay_under_a_megabyte():
     assert sum(p.stat().st_size for p in wavs) < 1_000_000
 
 
+@pytest.mark.slow
 def test_missing_and_unreadable_files_are_one_line(tmp_path):
     result = run_script("demo/make_demo.py", "--plot", tmp_path / "nope.wav", "--out", tmp_path)
     assert result.returncode != 0

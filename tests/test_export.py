@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 import evaluation
+import features
 import inference
 import modeldir
 from config import EMOTIONS
@@ -26,7 +27,8 @@ def exported(request, tmp_path_factory):
     shutil.copytree(source, model_dir)
     written = modeldir.export_model_dir(model_dir, int8=True, onnx=True)
     saved = modeldir.load_model_dir(model_dir)
-    X, clips, _ = evaluation.model_inputs(saved, None, cache)
+    X, clips, _ = evaluation.model_features(saved, None, cache)
+    X = features.normalised(X, saved.norm)  # the exported files take the model's input, standardised
     y = clips["emotion"].map(saved.labels.index).to_numpy()
     return model_dir, written, X, y, saved.model.predict(X, batch_size=256, verbose=0)
 

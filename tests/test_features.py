@@ -290,7 +290,7 @@ def test_trimming_removes_the_corpus_padding_signature(datasets):
     assert len(kept) < len(ravdess) - 22050 // 2  # RAVDESS clips carry seconds of silence
     np.testing.assert_allclose(F.waveform_features(ravdess, trimmed),
                                F.mfcc_sequence(F.fix_length(kept, trimmed.n_samples), trimmed), atol=1e-5)
-    assert trimmed.digest() != CONFIG.digest()
+    assert cache.config_digest(trimmed) != cache.config_digest(CONFIG)
 
 
 def test_deltas_triple_the_features():

@@ -1,6 +1,7 @@
 """bench/check_platforms.py: markers chosen per platform, and a pin without a macOS wheel caught (asks the registry)."""
 import sys
 
+import pytest
 from packaging.requirements import Requirement
 
 from conftest import ROOT, run_script
@@ -18,6 +19,8 @@ def test_each_platform_gets_the_tensorflow_its_markers_choose():
     assert all(Requirement(pin).marker is None for pin in check_platforms.pins_for(requirements, {}))
 
 
+@pytest.mark.slow
+@pytest.mark.network
 def test_a_pin_without_a_macos_wheel_fails_the_check(tmp_path):
     requirements = tmp_path / "requirements.txt"
     requirements.write_text('tensorflow-cpu==2.21.0\nsoxr==1.1.0; sys_platform == "win32"  # one platform only\n')

@@ -154,6 +154,7 @@ def test_existing_model_dir_is_kept_without_overwrite(trained, small_corpus, tmp
     assert (model_dir / "model.keras").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_the_reference_recipe_travels_with_the_model(small_corpus, tmp_path):
     """The seed's CNN on untrimmed MFCCs, unstandardised: what the saved model records, builds and is scored on."""
     model_dir = train_model.main(["--data-dir", str(small_corpus), "--model-dir", str(tmp_path / "m"), "--epochs", "2",
@@ -194,6 +195,7 @@ def test_model_dirs_saved_before_the_recipe_existed_still_load(trained, tmp_path
         f"is no longer built (see RESULTS.md); train it again)"]
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_model_dir(small_corpus, tmp_path):
     model_dir = tmp_path / "m"
     model_dir.mkdir()
@@ -295,6 +297,7 @@ def test_default_model_on_the_random_split_holds_each_corpus(full_model):
     assert result["per_corpus"]["tess"]["accuracy"] >= 0.97
 
 
+@pytest.mark.slow
 def test_a_folder_per_emotion_corpus_trains_and_evaluates_alone(datasets, tmp_path):
     sources = {"Anger": "tess/YAF_angry", "happiness": "tess/YAF_happy", "sad": "tess/OAF_sad",
                "neutral": "tess/OAF_neutral", "Fear": "tess/YAF_fear", "disgust": "tess/OAF_disgust",
@@ -365,6 +368,7 @@ def test_cross_validation_folds_cover_every_actor_once():
     assert all(sum(a % 2 for a in fold) == 2 for fold in evaluation.SELECTION_FOLDS)  # two men, two women
 
 
+@pytest.mark.slow
 def test_evaluate_speakers_needs_the_fold_actors(small_corpus, tmp_path):
     result = run_script("evaluate_speakers.py", "--data-dir", small_corpus, "--cache-dir", tmp_path / "cache",
                         "--out", tmp_path / "cv", "--epochs", "1")
@@ -373,6 +377,7 @@ def test_evaluate_speakers_needs_the_fold_actors(small_corpus, tmp_path):
         "error: test speakers ['ravdess-11', 'ravdess-12'] are not in the data")
 
 
+@pytest.mark.slow
 def test_cross_validation_runs_every_fold_on_unseen_actors(sparse_corpus, tmp_path):
     import evaluate_speakers
     result = evaluate_speakers.main(["--data-dir", str(sparse_corpus), "--cache-dir", str(tmp_path / "cache"),
