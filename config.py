@@ -20,7 +20,6 @@ EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "s
 # The speaker split's test actors (two male, two female): left out of every choice of recipe.
 DEFAULT_TEST_SPEAKERS = ("ravdess-21", "ravdess-22", "ravdess-23", "ravdess-24")
 
-MODELS = ("seed", "pooled")  # the architectures of model.MODELS
 NORMS = ("none", "clip")  # clip: each clip standardised by itself (features.normalised)
 SCHEDULES = ("constant", "cosine")
 
@@ -86,7 +85,7 @@ class Recipe:
 
     name: str
     features: FeatureConfig
-    model: str  # one of MODELS
+    model: str  # an architecture of model.MODELS: "seed" or "pooled"
     conv_blocks: tuple[tuple[int, int], ...]  # (filters, kernel) of each convolution
     hidden: int  # units of the dense layer before the softmax
     conv_dropout: float  # between convolutions
@@ -107,8 +106,7 @@ class Recipe:
     n_val_speakers: int = 2  # speaker split: training speakers who pick the epoch (one of each gender first)
 
     def __post_init__(self):
-        for name, value, allowed in [("model", self.model, MODELS), ("norm", self.norm, NORMS),
-                                     ("lr_schedule", self.lr_schedule, SCHEDULES)]:
+        for name, value, allowed in [("norm", self.norm, NORMS), ("lr_schedule", self.lr_schedule, SCHEDULES)]:
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}: one of {', '.join(allowed)}")
 

@@ -12,6 +12,8 @@ import modeldir
 from config import EMOTIONS
 from conftest import run_script
 
+pytestmark = pytest.mark.slow  # every test exports a trained model
+
 # Measured (python export_model.py --int8): int8 top labels agree with float32 Keras on 1.000 of the
 # default model's 848 random-split and 240 speaker-split test clips, accuracy unchanged; on 0.998 of
 # 848 for a 3-epoch reference CNN. The floors leave room for briefly trained models.
