@@ -4,6 +4,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from conftest import ROOT, separable_features
 
@@ -12,6 +13,7 @@ import ablations  # noqa: E402
 from config import EMOTIONS, RECIPES  # noqa: E402
 
 
+@pytest.mark.slow
 def test_every_variant_builds_and_learns_a_separable_task():
     X, y = separable_features(256)
     ablations.models.MODELS.update(ablations.VARIANTS)

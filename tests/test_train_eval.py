@@ -432,6 +432,7 @@ def first_epoch_loss(X, y, augment: bool) -> float:
     return float(history["loss"].iloc[0])
 
 
+@pytest.mark.slow
 def test_corrupted_copies_differ_per_clip_and_are_cached(small_corpus, tmp_path):
     clips = corpora.index_corpus(small_corpus)[0].groupby("speaker").head(2).reset_index(drop=True)
     two = recipe("--copies", "2")
