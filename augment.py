@@ -70,7 +70,7 @@ def add_noise(y: np.ndarray, noise: np.ndarray, snr: float) -> np.ndarray:
 
 def coloured_noise(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
     """Gaussian noise (n,) whose power falls as 1/f**exponent: 0 white, 1 pink, 2 brown. Unit variance."""
-    m = scipy.fft.next_fast_len(n)  # a clip's length can have large prime factors, which slow the FFT tenfold
+    m = scipy.fft.next_fast_len(max(n, 2))  # a clip's length can have large prime factors, which slow the FFT tenfold
     spectrum = scipy.fft.rfft(rng.standard_normal(m))
     f = scipy.fft.rfftfreq(m)
     f[0] = f[1]  # no infinite gain at DC

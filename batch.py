@@ -4,10 +4,11 @@ stops can be resumed, in this process or on a Dask cluster (cluster.py).
     predictor = inference.Predictor(modeldir.load_model_dir("models/latest"))
     table, skipped = batch.classify_many(paths, predictor, "models/latest", output=Path("results.parquet"))
 
-`table` has a row per classified file: path, label, windows and a probability per label, as
-inference.classify_files gives them. With an output file, the rows of each partition go to
-`<output>.parts/` as it finishes; at the end they are merged into the output with the rows it already had,
-and a second run with the same output skips every file already in either.
+`table` has a row per classified file: path, label, windows, a probability per label, as
+inference.classify_files gives them, and the model that made it (Predictor.identity). With an output file,
+the rows of each partition go to `<output>.parts/` as it finishes; at the end they are merged into the output
+with the rows it already had, and a second run with the same output skips every file already in either. One
+run at a time writes an output (a lock beside it), and only the model that wrote it may add to it.
 """
 from __future__ import annotations
 
@@ -21,24 +22,40 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 import inference
 from fileio import atomic_output
 
 PARTITION_FILES = 50  # files per task: enough to hide a task's overhead, few enough to spread over workers
-OUTPUT_SUFFIXES = (".csv", ".json", ".parquet")  # what write_results writes
+OUTPUT_FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet"}  # by suffix, in any case
 
 
 class ResultsFileError(Exception):
-    """An --output file that exists but is not a results table of this model."""
+    """An --output file that exists but is not a results table of this model, or that another run is writing."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during classify_many: what was saved, and where."""
+
+    def __init__(self, saved: int, total: int, output: Path | None):
+        where = f"saved to {output}; run again to resume" if output else "classified; nothing saved without --output"
+        super().__init__(f"interrupted: {saved} of {total} files {where}")
+
+
+def output_format(path: str | Path) -> str | None:
+    """The results format a file's suffix names, whatever its case: "csv", "json" or "parquet"; None for others."""
+    return OUTPUT_FORMATS.get(Path(path).suffix.lower())
 
 
 def results_table(results: list[dict], labels: list[str]) -> pd.DataFrame:
-    """inference.classify_files results as a table: path, label, windows, then a probability column per label."""
+    """Results (inference.classify_files records with their "model") as a table: path, label, windows, a
+    probability column per label, and model."""
     return pd.DataFrame({"path": [r["path"] for r in results], "label": [r["label"] for r in results],
-                         "windows": [r["windows"] for r in results],
-                         **{c: [r["probabilities"][c] for r in results] for c in labels}})
+                         "windows": np.array([r["windows"] for r in results], dtype=np.int64),
+                         **{c: [r["probabilities"][c] for r in results] for c in labels},
+                         "model": [r.get("model") for r in results]})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,42 +92,52 @@ def classify_partition(model_dir: str, exported: str | None, paths: list[str]) -
 def classified(paths: list[str], predictor: inference.Predictor) -> tuple[pd.DataFrame, list]:
     """(results_table, skips as (path, reason)) of files, by a predictor (inference.classify_files)."""
     results, skipped = inference.classify_files([Path(p) for p in paths], predictor)
-    return results_table(results, predictor.labels), skipped
+    return results_table([{**r, "model": predictor.identity} for r in results], predictor.labels), skipped
 
 
 # ---------------------------------------------------------------------------------------------
 # Results files
 
 
-def read_results(path: Path, labels: list[str]) -> pd.DataFrame:
-    """A results file written by write_results (.csv, .json or .parquet) as a results_table. Raises
-    ResultsFileError if it is not one of a model with these labels."""
+def read_results(path: Path, labels: list[str], model: str) -> pd.DataFrame:
+    """The usable rows (usable_rows) of a results file written by write_results, or one of its parts, as a
+    results_table. Raises ResultsFileError if it is not a results file, or another model's."""
     try:
-        if path.suffix == ".json":
-            table = results_table(json.loads(path.read_text()), labels)  # the records are classify_files
+        if output_format(path) == "json":
+            table = results_table(json.loads(path.read_text()), labels)  # the records are classify_files'
         else:
-            table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+            table = pd.read_parquet(path) if output_format(path) == "parquet" else pd.read_csv(path)
     except Exception as e:  # noqa: BLE001 - any reader's failure means the same thing here
         raise ResultsFileError(f"{path} exists but is not a results file ({type(e).__name__}: {e}); "
                                f"move it away or choose another --output") from None
-    expected = ["path", "label", "windows", *labels]
+    expected = ["path", "label", "windows", *labels, "model"]
     if list(table.columns) != expected:
         raise ResultsFileError(f"{path} exists but its columns are not this model's ({', '.join(expected)}); "
                                f"move it away or choose another --output")
-    return table
+    others = sorted(set(table["model"].dropna().astype(str)) - {model})
+    if others:
+        raise ResultsFileError(f"{path.name} was written by another model ({', '.join(others)}, not {model}); "
+                               f"pass a new --output")
+    return usable_rows(table, labels)
 
 
-def write_results(table: pd.DataFrame, path: Path) -> None:
+def usable_rows(table: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """The rows of a results_table that are whole: a known label, at least one window, finite probabilities and a
+    model. Others (a row cut off by a crash, a damaged file) count as not done, and are classified again."""
+    whole = (table["label"].isin(labels) & (pd.to_numeric(table["windows"], errors="coerce") >= 1)
+             & np.isfinite(table[labels].apply(pd.to_numeric, errors="coerce")).all(axis=1) & table["model"].notna())
+    return table[whole].astype({"windows": np.int64}).reset_index(drop=True)
+
+
+def write_results(table: pd.DataFrame, path: Path, labels: list[str]) -> None:
     """A results_table as .csv (probabilities to 4 decimals), .parquet, or .json (a record per file with a
-    "probabilities" mapping), written atomically."""
-    labels = list(table.columns[3:])
+    "probabilities" mapping), as output_format says, written atomically."""
     with atomic_output(path) as tmp:
-        if path.suffix == ".parquet":
+        if output_format(path) == "parquet":
             table.to_parquet(tmp, index=False)
-        elif path.suffix == ".json":
-            records = [{"path": r.path, "label": r.label, "probabilities": dict(zip(labels, map(float, r[3:]),
-                                                                                    strict=True)),
-                        "windows": int(r.windows)} for r in table.itertuples(index=False)]
+        elif output_format(path) == "json":
+            records = [{"path": r["path"], "label": r["label"], "probabilities": {c: float(r[c]) for c in labels},
+                        "windows": int(r["windows"]), "model": r["model"]} for r in table.to_dict("records")]
             tmp.write_text(json.dumps(records, indent=2))
         else:
             table.to_csv(tmp, index=False, float_format="%.4f")
@@ -121,11 +148,11 @@ def parts_folder(output: Path) -> Path:
     return output.with_name(output.name + ".parts")
 
 
-def finished_rows(output: Path, labels: list[str]) -> pd.DataFrame:
-    """The rows already in output and in its parts folder (a run that stopped before merging)."""
-    tables = [read_results(output, labels)] if output.exists() else []
+def finished_rows(output: Path, labels: list[str], model: str) -> pd.DataFrame:
+    """The usable rows already in output and in its parts folder (a run that stopped before merging)."""
     parts = parts_folder(output)
-    tables += [pd.read_parquet(p) for p in sorted(parts.glob("*.parquet"))] if parts.is_dir() else []
+    files = ([output] if output.exists() else []) + (sorted(parts.glob("*.parquet")) if parts.is_dir() else [])
+    tables = [read_results(f, labels, model) for f in files]
     return (pd.concat(tables, ignore_index=True).drop_duplicates("path") if tables
             else results_table([], labels))
 
@@ -150,14 +177,26 @@ def classify_many(paths: list[Path], predictor: inference.Predictor, model_dir: 
     predictor: the model of model_dir (run by its exported file, if given), which classifies in this process
     when client is None; with a distributed.Client the partitions run on its workers, which load model_dir
     themselves, once per process, and read the files at their absolute paths. With an output file, files
-    already in it (or in its parts) are not classified again, and every row, old and new, ends up in it.
-    A bar on a terminal's stderr counts files done.
+    already in it (or in its parts) are not classified again, and every row, old and new, ends up in it;
+    a second run on the same output at the same time is refused (ResultsFileError). Ctrl-C saves what is
+    done and raises Interrupted. A bar on a terminal's stderr counts files done.
     """
+    if output is None:
+        return _classify_many(paths, predictor, model_dir, exported, None, client)
+    try:
+        with FileLock(output.with_name(output.name + ".lock"), timeout=0):
+            return _classify_many(paths, predictor, model_dir, exported, output, client)
+    except Timeout:
+        raise ResultsFileError(f"another run is writing {output}; let it finish, or pass another --output") from None
+
+
+def _classify_many(paths, predictor, model_dir, exported, output, client):
     absolute = {}  # one row per file, however many ways it was named
     for path in paths:
         absolute.setdefault(os.path.abspath(path), str(path))
     named = {name: a for a, name in absolute.items()}
-    done = finished_rows(output, predictor.labels) if output else results_table([], predictor.labels)
+    labels = predictor.labels
+    done = finished_rows(output, labels, predictor.identity) if output else results_table([], labels)
     already = set(done["path"])
     todo = [name for name in named if name not in already]
     groups = [[named[n] for n in todo[i:i + PARTITION_FILES]] for i in range(0, len(todo), PARTITION_FILES)]
@@ -171,21 +210,26 @@ def classify_many(paths: list[Path], predictor: inference.Predictor, model_dir: 
                                         *sorted({os.path.dirname(a) for g in groups for a in g})])
         finished = cluster.results_as_completed(client, "batch.classify_partition",
                                                 [(model_path, exported_path, g) for g in groups])
-    tables, skipped = [done], []
+    tables, skipped, interrupted = [done], [], False
     with tqdm(total=len(todo), unit="file", desc="classifying", disable=None) as bar:
-        for table, skips in finished:
-            table["path"] = table["path"].map(absolute)
-            if output:
-                write_part(output, table)
-            tables.append(table)
-            skipped += [(absolute[p], reason) for p, reason in skips]
-            bar.update(len(table) + len(skips))
+        try:
+            for table, skips in finished:
+                table["path"] = table["path"].map(absolute)
+                if output:
+                    write_part(output, table)
+                tables.append(table)
+                skipped += [(absolute[p], reason) for p, reason in skips]
+                bar.update(len(table) + len(skips))
+        except KeyboardInterrupt:
+            interrupted = True
     order = {name: i for i, name in enumerate(named)}
     # Rows of files outside this run first, as they were; then this run's files in the order given.
     every = pd.concat(tables, ignore_index=True)
     every = every.iloc[np.argsort(every["path"].map(order).fillna(-1).to_numpy(), kind="stable")]
     if output:
-        write_results(every, output)
+        write_results(every, output, labels)
         shutil.rmtree(parts_folder(output), ignore_errors=True)
-    return (every[every["path"].isin(order)].reset_index(drop=True),
-            sorted(skipped, key=lambda s: order[s[0]]))
+    mine = every[every["path"].isin(order)].reset_index(drop=True)
+    if interrupted:
+        raise Interrupted(len(mine), len(named), output)
+    return mine, sorted(skipped, key=lambda s: order[s[0]])

@@ -22,7 +22,7 @@ from tqdm import tqdm
 import features
 from config import FeatureConfig, library_versions
 from corpora import content_digest
-from fileio import atomic_output
+from fileio import atomic_output, is_special_file
 
 log = logging.getLogger("ser")
 
@@ -64,7 +64,9 @@ class FeatureSet:
 def cache_key(path: str | Path) -> str | None:
     """The cache's name for a file: the hash of its bytes, so that an edit is seen whatever its
     modification time says (`cp -p`, `rsync -t` keep it), and a file moved or linked elsewhere is still
-    known. None if the file cannot be read."""
+    known. None if the file cannot be read, or must not be opened (fileio.is_special_file)."""
+    if is_special_file(path):
+        return None
     try:
         return content_digest(path)
     except OSError:
@@ -91,7 +93,7 @@ def extraction_threads() -> int:
 
 def _features_or_reason(path: str, key: str | None, config: FeatureConfig, variant: Variant | None) -> np.ndarray | str:
     try:
-        y = features.load_audio(path, config.sample_rate)
+        y = features.long_enough(features.load_audio(path, config.sample_rate), config)
         return features.waveform_features(variant.function(y, key) if variant else y, config)
     except features.SkipClip as skip:
         return str(skip)

@@ -46,6 +46,12 @@ class FeatureConfig:
         return round(self.sample_rate * self.window_s)
 
     @property
+    def min_samples(self) -> int:
+        """The shortest clip the front end takes, in samples: one whole STFT frame (n_fft, 93 ms). Shorter clips are
+        skipped as "too short" wherever audio becomes features, before any corruption is applied to them."""
+        return self.n_fft
+
+    @property
     def n_frames(self) -> int:
         # librosa centres frames, so a window of n samples gives 1 + n // hop frames.
         return 1 + self.n_samples // self.hop_length

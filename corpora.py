@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from config import EMOTIONS
+from fileio import is_special_file
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"})
 
@@ -47,6 +48,9 @@ EMOTION_FOLDERS = {
     "surprise": "surprised", "disgusted": "disgust",
 }
 
+
+
+NOT_REGULAR = "not a regular file"  # the reason a FIFO, socket or device named like a clip is left out
 
 
 class CorpusError(Exception):
@@ -216,6 +220,8 @@ def index_corpus(data_dirs) -> tuple[pd.DataFrame, IndexSummary]:
     for data_dir in dirs:
         for path in audio_files(data_dir):
             fields = parse_corpus_name(path.stem) or parse_emotion_folder(path, data_dir)
+            if fields is not None and is_special_file(path):  # a FIFO would block the hash of its bytes
+                fields = NOT_REGULAR
             if isinstance(fields, str):
                 summary.excluded[fields] = summary.excluded.get(fields, 0) + 1
             elif fields is None:

@@ -150,7 +150,9 @@ def clips_to_evaluate(saved, data_dirs) -> tuple[pd.DataFrame, str]:
                                       f"missing under {data_dir}; pass --data-dir to evaluate on another folder")
         what = f"its {saved.metadata['split']['method']}-split test set"
     else:
-        clips, _ = corpora.index_corpus(data_dirs)
+        clips, summary = corpora.index_corpus(data_dirs)
+        for line in summary.lines():
+            print(line)
         what = "all of " + " and ".join(map(str, data_dirs))
     unknown = ~clips["emotion"].isin(saved.labels)
     if unknown.all():

@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from config import FeatureConfig
+from fileio import is_special_file
 
 # Peak below -80 dBFS: nothing a microphone or corpus would call a voice.
 SILENCE_PEAK = 1e-4
@@ -32,9 +33,11 @@ class SkipClip(Exception):
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """Decode a file that libsndfile reads (detected by content, not extension) as mono float32 at sample_rate.
 
-    Channels are averaged; other rates are resampled with soxr. Raises SkipClip("unreadable"),
-    SkipClip("empty") or SkipClip("non-finite").
+    Channels are averaged; other rates are resampled with soxr. Raises SkipClip("not a regular file") (a FIFO,
+    socket or device, which is never opened), SkipClip("unreadable"), SkipClip("empty") or SkipClip("non-finite").
     """
+    if is_special_file(path):
+        raise SkipClip("not a regular file")
     try:
         y, sr = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError):
@@ -111,13 +114,20 @@ def trimmed_span(y: np.ndarray, config: FeatureConfig) -> tuple[int, int]:
     return int(start), int(stop)
 
 
+def long_enough(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """y (n,) at config.sample_rate, if it has at least config.min_samples; else raises SkipClip("too short")."""
+    if len(y) < config.min_samples:
+        raise SkipClip("too short")
+    return y
+
+
 def model_window(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """The config.n_samples the model hears of a mono waveform y at config.sample_rate.
 
     Peak-normalises, trims silence at both ends (trimmed_span), and fixes the length to
-    config.window_s around the centre. Raises SkipClip("silent").
+    config.window_s around the centre. Raises SkipClip("too short") or SkipClip("silent").
     """
-    y = peak_normalise(y)
+    y = peak_normalise(long_enough(y, config))
     start, stop = trimmed_span(y, config)
     return fix_length(y[start:stop], config.n_samples)
 

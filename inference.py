@@ -17,11 +17,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import librosa
 import numpy as np
+import soundfile as sf
 
 import corpora
 import features
 from config import FeatureConfig
+from fileio import is_special_file
 
 SILENCE = "silence"
 # Loudest 0.5 s of a corpus clip: above -48 dBFS for 95% of RAVDESS and 100% of TESS (see README).
@@ -30,6 +33,8 @@ GATE_BLOCK_S = 0.5  # the gate compares the loudest block of this length in the 
 DEFAULT_HOP_S = 0.5
 DEFAULT_SMOOTHING = 0.5
 FILE_WINDOW_STEP = 0.5  # windows over a long file overlap by half
+LONG_FILE_S = 60.0  # a file longer than this is read in blocks, not decoded whole (long_file_windows)
+BLOCK_S = 30.0  # seconds a block
 
 # Exported models, written into the model dir by export_model.py.
 TFLITE_FILE = "model.tflite"  # float32
@@ -67,6 +72,7 @@ class Predictor:
     def __init__(self, saved, exported: Path | None = None):
         """saved: a modeldir.SavedModel; exported: a .tflite or .onnx file of it to run instead of Keras."""
         self.labels, self.config, self.norm = saved.labels, saved.config, saved.norm
+        self.identity = saved.identity(exported if exported and Path(exported).is_file() else None)
         self.run = load_exported(exported) if exported else saved.model.predict_on_batch
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
@@ -78,28 +84,106 @@ class Predictor:
 # Files
 
 
-def file_windows(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Features (n_windows, frames, coefficients) of a clip at config.sample_rate.
-
-    A clip whose speech (after trimming, as in training) lasts up to 1 + FILE_WINDOW_STEP windows
-    (4.5 s) gets exactly what training made of it: one window centred on the speech. Longer speech
-    gets evenly spaced windows, at most FILE_WINDOW_STEP of a window apart, end to end. Silent windows
-    are left out; raises SkipClip("silent") if all are.
-    """
+def window_starts(start: int, stop: int, config: FeatureConfig) -> np.ndarray | None:
+    """Where the windows over speech from sample start to stop (at config.sample_rate) begin: evenly spaced, at most
+    FILE_WINDOW_STEP of a window apart, end to end. None where the speech lasts up to 1 + FILE_WINDOW_STEP windows
+    (4.5 s): then it gets exactly what training made of it, one window centred on the speech."""
     n = config.n_samples
-    start, stop = features.trimmed_span(features.peak_normalise(y), config)
     if stop - start <= n * (1 + FILE_WINDOW_STEP):
-        return features.waveform_features(y, config)[np.newaxis]
+        return None
     k = int(np.ceil((stop - start - n) / (n * FILE_WINDOW_STEP)))
-    windows = []
-    for first in np.linspace(start, stop - n, k + 1).round().astype(int):
-        try:
-            windows.append(features.waveform_features(y[first:first + n], config))
-        except features.SkipClip:
-            continue
+    return np.linspace(start, stop - n, k + 1).round().astype(int)
+
+
+def stacked(windows: list[np.ndarray]) -> np.ndarray:
+    """The features of the windows that were not silent, stacked; raises SkipClip("silent") if none was left."""
     if not windows:
         raise features.SkipClip("silent")
     return np.stack(windows)
+
+
+def features_or_none(y: np.ndarray, config: FeatureConfig) -> np.ndarray | None:
+    """features.waveform_features of a window, or None for a silent one."""
+    try:
+        return features.waveform_features(y, config)
+    except features.SkipClip:
+        return None
+
+
+def file_windows(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Features (n_windows, frames, coefficients) of a clip y at config.sample_rate: one window, or several over
+    long speech (window_starts). Silent windows are left out; raises SkipClip("silent") if all are."""
+    start, stop = features.trimmed_span(features.peak_normalise(y), config)
+    starts = window_starts(start, stop, config)
+    if starts is None:
+        return features.waveform_features(y, config)[np.newaxis]
+    return stacked([w for first in starts if (w := features_or_none(y[first:first + config.n_samples], config))
+                    is not None])
+
+
+def long_file_windows(path: str | Path, config: FeatureConfig, block_s: float = BLOCK_S) -> np.ndarray:
+    """file_windows of a long file, read in blocks of block_s seconds, so that memory stays flat however long the
+    file is: one pass finds the speech's span (the RMS of n_fft frames, hop_length apart, as trimming does), and
+    each window is then read on its own. Raises SkipClip("unreadable"), ("empty"), ("non-finite"), ("silent")."""
+    try:
+        with sf.SoundFile(path) as f:
+            rate, total = f.samplerate, round(f.frames * config.sample_rate / f.samplerate)
+            energy, peak = frame_energies(f, config, round(block_s * rate))
+            if total == 0:
+                raise features.SkipClip("empty")
+            if peak < features.SILENCE_PEAK:
+                raise features.SkipClip("silent")
+            start, stop = 0, total
+            if config.trim_db is not None and len(energy):
+                loud = np.flatnonzero(energy > energy.max() * 10 ** (-config.trim_db / 10))
+                # Frame i spans n_fft samples from i * hop: trimming's centred frame i + n_fft / 2 / hop.
+                start = loud[0] * config.hop_length + config.n_fft // 2
+                stop = min(total, (loud[-1] + 1) * config.hop_length + config.n_fft // 2)
+            starts = window_starts(start, stop, config)
+            if starts is None:  # one short utterance in a long file: its window as training makes it
+                return features.waveform_features(read_audio(f, start, stop - start, config), config)[np.newaxis]
+            windows = [features_or_none(read_audio(f, first, config.n_samples, config), config) for first in starts]
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        raise features.SkipClip("unreadable") from None
+    return stacked([w for w in windows if w is not None])
+
+
+def frame_energies(f: sf.SoundFile, config: FeatureConfig, block: int) -> tuple[np.ndarray, float]:
+    """(the mean square of every n_fft frame, hop_length apart, of the open file's audio at config.sample_rate, the
+    peak), read block samples at a time. Raises SkipClip("non-finite")."""
+    carry, energies, peak = np.zeros(0, np.float32), [], 0.0
+    for part in f.blocks(blocksize=block, dtype="float32", always_2d=True):
+        if not np.isfinite(part).all():
+            raise features.SkipClip("non-finite")
+        y = np.concatenate([carry, features.resample(part.mean(axis=1), f.samplerate, config.sample_rate)])
+        peak = max(peak, float(np.abs(y).max(initial=0.0)))
+        n = 0 if len(y) < config.n_fft else 1 + (len(y) - config.n_fft) // config.hop_length
+        if n:
+            frames = librosa.util.frame(y, frame_length=config.n_fft, hop_length=config.hop_length)[:, :n]
+            energies.append(np.mean(np.square(frames, dtype=np.float64), axis=0))
+        carry = y[n * config.hop_length:]
+    return (np.concatenate(energies) if energies else np.zeros(0)), peak
+
+
+def read_audio(f: sf.SoundFile, first: int, n: int, config: FeatureConfig) -> np.ndarray:
+    """n samples (n,) of the open file's audio, mono at config.sample_rate, from sample `first` (at that rate) on.
+    A margin read on either side and cut after resampling keeps the resampler's edges out."""
+    ratio, margin = f.samplerate / config.sample_rate, min(first, config.n_fft)
+    f.seek(int((first - margin) * ratio))
+    y = f.read(int(np.ceil((n + margin + config.n_fft) * ratio)), dtype="float32", always_2d=True).mean(axis=1)
+    return librosa.util.fix_length(features.resample(y, f.samplerate, config.sample_rate)[margin:], size=n)
+
+
+def audio_windows(path: str | Path, config: FeatureConfig) -> np.ndarray:
+    """file_windows of an audio file: decoded whole up to LONG_FILE_S, read in blocks beyond (long_file_windows).
+    Raises SkipClip with the reason."""
+    if not is_special_file(path):
+        try:
+            if sf.info(str(path)).duration > LONG_FILE_S:
+                return long_file_windows(path, config)
+        except (sf.LibsndfileError, RuntimeError, OSError):
+            pass  # load_audio says why
+    return file_windows(features.load_audio(path, config.sample_rate), config)
 
 
 def classify_files(paths: list[Path], predictor: Predictor) -> tuple[list[dict], list[tuple[str, str]]]:
@@ -108,7 +192,7 @@ def classify_files(paths: list[Path], predictor: Predictor) -> tuple[list[dict],
     windows, skipped = {}, []
     for path in paths:
         try:
-            windows[path] = file_windows(features.load_audio(path, predictor.config.sample_rate), predictor.config)
+            windows[path] = audio_windows(path, predictor.config)
         except features.SkipClip as skip:
             skipped.append((str(path), str(skip)))
     if not windows:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,10 @@ import model as models  # noqa: F401  (first: it quietens TensorFlow before Kera
 
 # isort: split
 import keras
+import psutil
 
-from config import FeatureConfig, Recipe, recipe_of_metadata
-from fileio import atomic_output
+from config import EMOTIONS, FeatureConfig, Recipe, recipe_of_metadata
+from fileio import atomic_output, file_digest
 from inference import ONNX_FILE, TFLITE_FILE, TFLITE_INT8_FILE
 
 MODEL_FILE = "model.keras"
@@ -34,12 +36,26 @@ class ModelDirError(Exception):
     """A model directory that is missing, incomplete or unreadable."""
 
 
+class ModelDirTaken(Exception):
+    """Another run saved a model at the path while this one trained; this one's model was kept beside it."""
+
+    def __init__(self, wanted: Path, kept: Path):
+        super().__init__(f"{wanted} was saved by another run while this one trained; this model is kept as {kept}")
+        self.wanted, self.kept = wanted, kept
+
+
 @dataclass
 class SavedModel:
     model: keras.Model
     metadata: dict
     labels: list[str]
     recipe: Recipe
+    path: Path  # the model dir
+
+    def identity(self, exported: Path | None = None) -> str:
+        """A short digest of the files that make this model's probabilities: model.keras, metadata.json and, when
+        it runs instead of Keras, the exported file. Results of other files are another model's."""
+        return file_digest(self.path / MODEL_FILE, self.path / METADATA_FILE, *([exported] if exported else []))
 
     @property
     def config(self) -> FeatureConfig:
@@ -63,12 +79,13 @@ def save_model_dir(model_dir: str | Path, model: keras.Model, metadata: dict, ex
     """Write model.keras, metadata.json and extra_files ({name: writer(path)}) as one directory.
 
     Everything is written into a hidden sibling folder first and renamed into place, so a
-    crash never leaves a half-written model dir. Raises FileExistsError for an existing dir
-    unless overwrite.
+    crash never leaves a half-written model dir; what a killed save left is removed here. Without
+    overwrite, an existing dir is kept: if one appeared while this run trained (another run saved
+    there), this model goes to a free name beside it, and ModelDirTaken says where.
     """
     model_dir = Path(model_dir)
-    check_new(model_dir, overwrite)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(model_dir)
     staging = model_dir.with_name(f".{model_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -77,7 +94,11 @@ def save_model_dir(model_dir: str | Path, model: keras.Model, metadata: dict, ex
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         for name, write in (extra_files or {}).items():
             write(staging / name)
-        if not model_dir.exists():
+        if not overwrite:
+            kept = rename_to_free_name(staging, model_dir)
+            if kept != model_dir:
+                raise ModelDirTaken(model_dir, kept)
+        elif not model_dir.exists():
             staging.rename(model_dir)
         elif exchange_paths(staging, model_dir):  # the old model is now at staging, removed below
             pass
@@ -89,6 +110,29 @@ def save_model_dir(model_dir: str | Path, model: keras.Model, metadata: dict, ex
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return model_dir
+
+
+def rename_to_free_name(source: Path, target: Path) -> Path:
+    """Rename source to target, or, where something is already there, to target-2, target-3, ...: where it went."""
+    for n in range(1, 1000):
+        candidate = target if n == 1 else target.with_name(f"{target.name}-{n}")
+        if candidate.exists():
+            continue
+        try:
+            source.rename(candidate)  # onto an empty folder made in between it would succeed: that is a free name
+            return candidate
+        except OSError:  # made by another run between the check and the rename
+            continue
+    raise ModelDirError(f"no free name beside {target}")
+
+
+def remove_stale_staging(model_dir: Path) -> None:
+    """Remove the hidden folders (.NAME.partial-PID, .NAME.old-PID) that saves of processes no longer running left
+    beside model_dir when they were killed."""
+    for folder in model_dir.parent.glob(f".{model_dir.name}.*-*"):
+        kind, _, pid = folder.name.removeprefix(f".{model_dir.name}.").rpartition("-")
+        if kind in ("partial", "old") and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def exchange_paths(a: Path, b: Path) -> bool:
@@ -116,12 +160,15 @@ def load_model_dir(model_dir: str | Path) -> SavedModel:
                             f"or pass --model-dir")
     try:
         metadata = json.loads((model_dir / METADATA_FILE).read_text())
-        labels = list(metadata["labels"])
+        labels = valid_labels(metadata["labels"])
         recipe = recipe_of_metadata(metadata)
     except FileNotFoundError:
         raise ModelDirError(f"{model_dir} has no {METADATA_FILE}; it is not a model dir from train_model.py") from None
     except (ValueError, KeyError, TypeError) as e:
         raise ModelDirError(f"{model_dir / METADATA_FILE} is broken ({type(e).__name__}: {e})") from None
+    if (model_dir / MODEL_FILE).is_file() and not zipfile.is_zipfile(model_dir / MODEL_FILE):
+        raise ModelDirError(f"cannot load {model_dir / MODEL_FILE}: it is damaged or cut short (not a whole Keras "
+                            f"file); train it again or copy it anew")
     try:
         model = keras.saving.load_model(model_dir / MODEL_FILE, safe_mode=True)
     except Exception as e:  # noqa: BLE001 - Keras raises many kinds for a bad file
@@ -130,7 +177,19 @@ def load_model_dir(model_dir: str | Path) -> SavedModel:
     if model.output_shape[-1] != len(labels) or tuple(model.input_shape[1:]) != recipe.features.shape:
         raise ModelDirError(f"{model_dir}: model shapes {model.input_shape} -> {model.output_shape} "
                             f"do not match its metadata ({len(labels)} labels, features {recipe.features.shape})")
-    return SavedModel(model=model, metadata=metadata, labels=labels, recipe=recipe)
+    return SavedModel(model=model, metadata=metadata, labels=labels, recipe=recipe, path=model_dir)
+
+
+def valid_labels(labels) -> list[str]:
+    """labels, if they are a list of distinct emotions of config.EMOTIONS; else ValueError naming the problem."""
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ValueError(f"labels must be a list of emotion names, not {labels!r}")
+    unknown = [label for label in labels if label not in EMOTIONS]
+    if unknown:
+        raise ValueError(f"labels {unknown} are not among the emotions {', '.join(EMOTIONS)}")
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"labels repeat: {labels}")
+    return labels
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from batch import OUTPUT_SUFFIXES
+from batch import OUTPUT_FORMATS, output_format
 from cli import add_scheduler_arguments, output_file
 from inference import (
     DEFAULT_HOP_S,
@@ -246,6 +246,10 @@ def main(argv=None):
         p.error("--smoothing must be in [0, 1)")
     if args.scheduler and not args.file:
         p.error("--scheduler needs --file")
+    try:
+        paths = expand_paths(args.file) if args.file else None  # before the model loads: a typo fails at once
+    except LiveError as e:
+        sys.exit(f"error: {e}")
     import modeldir  # once the arguments are good: TensorFlow takes seconds to load
     errors = (LiveError, modeldir.ModelDirError, ModelFileError)
     if args.file:
@@ -254,10 +258,11 @@ def main(argv=None):
         errors += (batch.ResultsFileError, cluster.ClusterError)
     try:
         if args.list_devices:
-            print(import_sounddevice().query_devices())
+            devices = import_sounddevice().query_devices()
+            print(devices if any(d["max_input_channels"] > 0 for d in devices) else "no input devices")
             return None
         if args.file:
-            return run_files(args, load_predictor(args))
+            return run_files(args, paths, load_predictor(args))
         sd = import_sounddevice()
         info = input_device(sd, args.device)  # before the model loads, so a bad device fails fast
         return run_live(args, sd, info, load_predictor(args))
@@ -266,10 +271,10 @@ def main(argv=None):
 
 
 def results_file(text: str) -> Path:
-    """argparse type: an output_file whose suffix says its format."""
+    """argparse type: an output_file whose suffix says its format (batch.output_format)."""
     path = output_file(text)
-    if path.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise argparse.ArgumentTypeError(f"{path.name}: name a {', '.join(OUTPUT_SUFFIXES)} file")
+    if output_format(path) is None:
+        raise argparse.ArgumentTypeError(f"{path.name}: name a {', '.join(OUTPUT_FORMATS)} file")
     return path
 
 
@@ -287,16 +292,18 @@ def exported_file(args) -> Path | None:
     return exported
 
 
-def run_files(args, predictor: Predictor):
-    """Classify --file's files (batch.classify_many) and print a line per file, or, on a cluster, a summary.
-    Returns the results table."""
+def run_files(args, paths: list[Path], predictor: Predictor):
+    """Classify the files (batch.classify_many) and print a line per file, or, on a cluster, a summary.
+    Returns the results table. Ctrl-C saves what is done, says so in one line, and exits with status 130."""
     import batch
     import cluster
-    paths = expand_paths(args.file)
     client = cluster.connect(args.scheduler, args.scheduler_timeout) if args.scheduler else None
     try:
         table, skipped = batch.classify_many(paths, predictor, args.model_dir, exported_file(args), args.output,
                                              client)
+    except batch.Interrupted as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         if client is not None:
             client.close()

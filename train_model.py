@@ -78,10 +78,13 @@ def run(recipe: Recipe, *, data_dirs, corpus_names, cache_dir, model_dir, split,
         "versions": config.library_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    out = modeldir.save_model_dir(model_dir, fit.model, metadata, overwrite=overwrite, extra_files={
-        "history.csv": fit.history.to_csv,
-        "training_curves.png": lambda path: training.plot_training_curves(fit.history, fit.best_epoch, path),
-    })
+    try:
+        out = modeldir.save_model_dir(model_dir, fit.model, metadata, overwrite=overwrite, extra_files={
+            "history.csv": fit.history.to_csv,
+            "training_curves.png": lambda path: training.plot_training_curves(fit.history, fit.best_epoch, path),
+        })
+    except modeldir.ModelDirTaken as e:
+        sys.exit(f"error: {e}")
     print(f"saved {out}; evaluate it with: python test_model.py --model-dir {out}")
     return out
 

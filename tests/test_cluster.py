@@ -138,15 +138,15 @@ def test_a_second_run_classifies_only_what_is_missing(brief_model, datasets, tmp
     out = tmp_path / "results.csv"
     assert run_script("predict_live.py", "--model-dir", model_dir, "--file", first, "--output", out).returncode == 0
     table = pd.read_csv(out)
-    table.loc[0, "label"] = "marker"  # a row that classification would never write
+    table.loc[0, "windows"] = 99  # a whole row that classification would not write for a 2 s clip
     table.to_csv(out, index=False)
     # A run stopped after one partition of the second folder: its part is kept, and counts as done.
-    batch.write_part(out, table.iloc[[1]].assign(path=str(corpora.audio_files(second)[0]), label="marker"))
+    batch.write_part(out, table.iloc[[1]].assign(path=str(corpora.audio_files(second)[0]), windows=99))
     result = run_script("predict_live.py", "--model-dir", model_dir, "--file", first, second, "--output", out)
     assert result.returncode == 0, result.stderr
     merged = pd.read_csv(out)
     assert merged["path"].tolist() == [str(p) for p in corpora.audio_files(first) + corpora.audio_files(second)]
-    assert (merged["label"] == "marker").sum() == 2  # neither done file was classified again
+    assert (merged["windows"] == 99).sum() == 2  # neither done file was classified again
     assert not batch.parts_folder(out).exists()
 
 
@@ -157,8 +157,8 @@ def test_a_results_file_of_something_else_is_one_line(brief_model, datasets, tmp
                         "--output", out)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
-        f"error: {out} exists but its columns are not this model's (path, label, windows, {', '.join(EMOTIONS)}); "
-        f"move it away or choose another --output"]
+        f"error: {out} exists but its columns are not this model's (path, label, windows, {', '.join(EMOTIONS)}, "
+        f"model); move it away or choose another --output"]
     assert out.read_text() == "name,score\na,1\n"
 
 
@@ -192,16 +192,22 @@ def test_a_bad_scheduler_option_is_an_argument_error(text):
     assert "argument --scheduler:" in result.stderr.strip().splitlines()[-1]
 
 
-def test_results_files_read_back_in_every_format(tmp_path):
+def test_results_files_read_back_in_every_format_whatever_the_suffix_case(tmp_path):
     labels = list(EMOTIONS)
-    rows = [{"path": f"clip{i}.wav", "label": labels[i], "windows": i + 1,
+    rows = [{"path": f"clip{i}.wav", "label": labels[i], "windows": i + 1, "model": "abc123",
              "probabilities": dict(zip(labels, np.roll(np.linspace(0.01, 0.3, 8), i), strict=True))} for i in range(3)]
     table = batch.results_table(rows, labels)
-    for suffix in (".csv", ".json", ".parquet"):
-        path = tmp_path / f"results{suffix}"
-        batch.write_results(table, path)
-        back = batch.read_results(path, labels)
-        assert back[["path", "label", "windows"]].equals(table[["path", "label", "windows"]])
-        np.testing.assert_allclose(back[labels], table[labels], atol=5e-5 if suffix == ".csv" else 0)
+    for name, starts in [("results.CSV", b"path,label,windows,"), ("results.Json", b"["), ("results.PARQUET", b"PAR1")]:
+        path = tmp_path / name
+        batch.write_results(table, path, labels)
+        assert path.read_bytes().startswith(starts)  # the format its suffix names, in any case
+        back = batch.read_results(path, labels, "abc123")
+        assert back[["path", "label", "windows", "model"]].equals(table[["path", "label", "windows", "model"]])
+        assert back["windows"].dtype == np.int64
+        np.testing.assert_allclose(back[labels], table[labels], atol=5e-5 if name.endswith("CSV") else 0)
+    assert "\nclip0.wav,neutral,1,0." in (tmp_path / "results.CSV").read_text()  # windows: a whole number
     with pytest.raises(batch.ResultsFileError, match="columns are not this model's"):
-        batch.read_results(tmp_path / "results.csv", labels[:7])
+        batch.read_results(tmp_path / "results.CSV", labels[:7], "abc123")
+    with pytest.raises(batch.ResultsFileError, match=r"^results.Json was written by another model \(abc123, not "
+                                                     r"def456\); pass a new --output$"):
+        batch.read_results(tmp_path / "results.Json", labels, "def456")
