@@ -259,6 +259,7 @@ def test_test_model_names_what_it_skipped_in_another_folder(brief_model, dataset
         capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_a_long_file_is_read_in_blocks_and_heard_as_if_decoded_whole(datasets, tmp_path):
     config = RECIPES["pooled"].features
     actor = datasets / "ravdess" / "Actor_01"
