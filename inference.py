@@ -72,8 +72,8 @@ class Predictor:
     def __init__(self, saved, exported: Path | None = None):
         """saved: a modeldir.SavedModel; exported: a .tflite or .onnx file of it to run instead of Keras."""
         self.labels, self.config, self.norm = saved.labels, saved.config, saved.norm
-        self.identity = saved.identity(exported if exported and Path(exported).is_file() else None)
         self.run = load_exported(exported) if exported else saved.model.predict_on_batch
+        self.identity = saved.identity(exported)  # which model wrote a results row
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Probabilities (n, classes) for features X (n, frames, coefficients), before standardisation."""
