@@ -161,7 +161,7 @@ def test_robustness_benchmark_runs_end_to_end(brief_model, tmp_path):
     # The clean row is what the model scores on those clips through the evaluation path.
     _, _, expected = evaluated_sample(brief_model[0], 12)
     assert saved["conditions"][0]["accuracy"] == pytest.approx(expected["accuracy"])
-    assert (out / "robustness.md").read_text().count("\n") == 2 + 6 + 1
+    assert (out / "robustness.md").read_text().count("\n") == 2 + 6  # a header, a row per condition
     assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
