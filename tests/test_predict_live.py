@@ -171,7 +171,7 @@ def test_file_mode_prints_a_table_and_writes_results(full_model, datasets, tmp_p
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     table = pd.read_csv(out)
-    assert len(table) == 201 and list(table.columns) == ["path", "label", "windows", *EMOTIONS]
+    assert len(table) == 201 and list(table.columns) == ["path", "label", "windows", *EMOTIONS, "model"]
     assert np.allclose(table[list(EMOTIONS)].sum(axis=1), 1, atol=1e-3)
     # Judged on the clips the model never trained on: its random split's test part.
     held_out = {str(datasets / p) for p in modeldir.load_model_dir(full_model[0]).metadata["split"]["test"]}
