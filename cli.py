@@ -1,18 +1,19 @@
-"""The command-line options the scripts share, and the one place a script's arguments become a config.Recipe.
+"""The command-line options the scripts share.
 
     p = argparse.ArgumentParser()
     cli.add_recipe_arguments(p)
-    recipe = cli.recipe_from_args(p.parse_args())
+    args = p.parse_args()
+    recipe = config.make_recipe(args.recipe, epochs=args.epochs, batch_size=args.batch_size, copies=args.copies,
+                                label_smoothing=args.label_smoothing)
 
 Standard library only, so a script answers `--help` and argument errors before TensorFlow loads.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
-from config import DEFAULT_RECIPE, RECIPES, SCHEDULER_TIMEOUT_S, Recipe
+from config import DEFAULT_RECIPE, RECIPES, SCHEDULER_TIMEOUT_S
 
 
 def parse_speakers(text: str) -> list[str]:
@@ -71,7 +72,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
-    """--recipe, and the few settings a user changes beside it. recipe_from_args makes the Recipe."""
+    """--recipe, and the few settings a user changes beside it; config.make_recipe makes the Recipe of them."""
     p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
                    help=f"how the model is made (config.RECIPES; default: {DEFAULT_RECIPE}): reference is the seed's "
                         f"CNN on MFCCs; pooled adds deltas, per-clip standardisation, a CNN pooled over time, "
@@ -83,13 +84,6 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
                         "and cached (default: the recipe's: reference 0, pooled 1)")
     p.add_argument("--label-smoothing", type=unit_interval, help="label smoothing of the cross-entropy (default 0)")
     p.add_argument("--seed", type=int, default=0, help="fixes the split and the initial weights (default 0)")
-
-
-def recipe_from_args(args: argparse.Namespace) -> Recipe:
-    """RECIPES[args.recipe] with the settings given beside it."""
-    given = {name: getattr(args, name) for name in ("epochs", "batch_size", "copies", "label_smoothing")
-             if getattr(args, name, None) is not None}
-    return dataclasses.replace(RECIPES[args.recipe], **given)
 
 
 def add_cross_validation_arguments(p: argparse.ArgumentParser) -> None:

@@ -145,6 +145,11 @@ RECIPES = {
 DEFAULT_RECIPE = "pooled"
 
 
+def make_recipe(name: str, **settings) -> Recipe:
+    """RECIPES[name] with the settings given (epochs=10, copies=0, ...); a setting of None keeps the recipe's."""
+    return dataclasses.replace(RECIPES[name], **{k: v for k, v in settings.items() if v is not None})
+
+
 def recipe_of_metadata(metadata: dict) -> Recipe:
     """The Recipe a saved model's metadata.json records. Models saved before the Recipe existed record its name,
     their feature config and their norm: their recipe is rebuilt from those. Raises ValueError for a model made

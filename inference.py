@@ -209,16 +209,16 @@ def classify_files(paths: list[Path], predictor: Predictor) -> tuple[list[dict],
     return results, skipped
 
 
-def expand_paths(args: list[str]) -> list[Path]:
+def expand_paths(names: list[str]) -> list[Path]:
     """Files as given, and the audio files inside folders. Raises LiveError for a path that does not exist."""
     out = []
-    for arg in map(Path, args):
-        if arg.is_dir():
-            out += corpora.audio_files(arg)
-        elif arg.exists():
-            out.append(arg)
+    for name in map(Path, names):
+        if name.is_dir():
+            out += corpora.audio_files(name)
+        elif name.exists():
+            out.append(name)
         else:
-            raise LiveError(f"no such file or folder: {arg}")
+            raise LiveError(f"no such file or folder: {name}")
     return out
 
 

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import cli
-from config import DEFAULT_TEST_SPEAKERS, Recipe
+from config import DEFAULT_TEST_SPEAKERS, Recipe, make_recipe
 
 
 def main(argv=None):
@@ -32,7 +32,9 @@ def main(argv=None):
     cli.add_recipe_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(format="%(message)s")  # warnings only: libraries log at INFO on their first run
-    return run(cli.recipe_from_args(args), data_dirs=args.data_dir, corpus_names=args.corpora,
+    recipe = make_recipe(args.recipe, epochs=args.epochs, batch_size=args.batch_size, copies=args.copies,
+                         label_smoothing=args.label_smoothing)
+    return run(recipe, data_dirs=args.data_dir, corpus_names=args.corpora,
                cache_dir=args.cache_dir, model_dir=args.model_dir, split=args.split, test_speakers=args.test_speakers,
                seed=args.seed, overwrite=args.overwrite)
 

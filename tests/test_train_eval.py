@@ -15,7 +15,7 @@ import modeldir
 import test_model
 import train_model
 import training
-from config import DEFAULT_RECIPE, DEFAULT_TEST_SPEAKERS, EMOTIONS, RECIPES, FeatureConfig, Recipe
+from config import DEFAULT_RECIPE, DEFAULT_TEST_SPEAKERS, EMOTIONS, RECIPES, FeatureConfig, Recipe, make_recipe
 from conftest import run_script, separable_features
 
 # ---------------------------------------------------------------------------------------------
@@ -399,7 +399,9 @@ def recipe(*argv: str) -> Recipe:
     """The Recipe a script makes of these options."""
     p = cli.argparse.ArgumentParser()
     cli.add_recipe_arguments(p)
-    return cli.recipe_from_args(p.parse_args(list(argv)))
+    args = p.parse_args(list(argv))
+    return make_recipe(args.recipe, epochs=args.epochs, batch_size=args.batch_size, copies=args.copies,
+                       label_smoothing=args.label_smoothing)
 
 
 def test_cosine_schedule_decays_to_zero_and_constant_stays(tmp_path):
