@@ -12,6 +12,7 @@ imported here; the model's own runtime (Keras, LiteRT, onnxruntime) comes with t
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -72,8 +73,13 @@ class Predictor:
     def __init__(self, saved, exported: Path | None = None):
         """saved: a modeldir.SavedModel; exported: a .tflite or .onnx file of it to run instead of Keras."""
         self.labels, self.config, self.norm = saved.labels, saved.config, saved.norm
+        self.saved, self.exported = saved, exported
         self.run = load_exported(exported) if exported else saved.model.predict_on_batch
-        self.identity = saved.identity(exported)  # which model wrote a results row
+
+    @functools.cached_property
+    def identity(self) -> str:
+        """Which model wrote a results row (modeldir.SavedModel.identity): hashed once, and only where asked."""
+        return self.saved.identity(self.exported)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Probabilities (n, classes) for features X (n, frames, coefficients), before standardisation."""
