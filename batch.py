@@ -63,9 +63,10 @@ def results_table(results: list[dict], labels: list[str]) -> pd.DataFrame:
 
 
 @functools.lru_cache(maxsize=2)
-def _process_predictor(model_dir: str, exported: str | None) -> inference.Predictor:
+def _process_predictor(model_dir: str, exported: str | None, encoder_dir: str | None) -> inference.Predictor:
     import modeldir
-    predictor = inference.Predictor(modeldir.load_model_dir(model_dir), Path(exported) if exported else None)
+    saved = modeldir.load_model_dir(model_dir, encoder_dir)
+    predictor = inference.Predictor(saved, Path(exported) if exported else None)
     # A worker may run several partitions at once on its threads; LiteRT's interpreter is not safe to share,
     # and Keras builds its predict function on the first call.
     run, lock = predictor.run, threading.Lock()
@@ -81,11 +82,12 @@ def _process_predictor(model_dir: str, exported: str | None) -> inference.Predic
 _LOADING = threading.Lock()
 
 
-def classify_partition(model_dir: str, exported: str | None, paths: list[str]) -> tuple[pd.DataFrame, list]:
-    """(results_table, skips as (path, reason)) of files, by the model in model_dir (or its exported file),
-    which each process loads once."""
+def classify_partition(model_dir: str, exported: str | None, encoder_dir: str | None,
+                       paths: list[str]) -> tuple[pd.DataFrame, list]:
+    """(results_table, skips as (path, reason)) of files, by the model in model_dir (or its exported file), with
+    its pretrained encoder in encoder_dir if it has one (None: where it was made), which each process loads once."""
     with _LOADING:
-        predictor = _process_predictor(model_dir, exported)
+        predictor = _process_predictor(model_dir, exported, encoder_dir)
     return classified(paths, predictor)
 
 
@@ -209,7 +211,8 @@ def _classify_many(paths, predictor, model_dir, exported, output, client):
         cluster.check_readable(client, [model_path, *([exported_path] if exported_path else []),
                                         *sorted({os.path.dirname(a) for g in groups for a in g})])
         finished = cluster.results_as_completed(client, "batch.classify_partition",
-                                                [(model_path, exported_path, g) for g in groups])
+                                                [(model_path, exported_path, predictor.config.encoder_dir, g)
+                                                 for g in groups])
     tables, skipped, interrupted = [done], [], False
     with tqdm(total=len(todo), unit="file", desc="classifying", disable=None) as bar:
         try:

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import features
-from config import FeatureConfig, library_versions
+from config import FeatureConfig, extraction_threads, library_versions
 from corpora import content_digest
 from fileio import atomic_output, is_special_file
 
@@ -29,15 +29,15 @@ log = logging.getLogger("ser")
 # Bump when the feature code changes in a way FeatureConfig does not capture, to retire old caches.
 CACHE_FORMAT = 2
 # The libraries whose versions can change the features: a new version means a new cache.
-FEATURE_LIBRARIES = ("librosa", "soxr", "soundfile", "numpy", "scipy")
+FEATURE_LIBRARIES = ("librosa", "soxr", "soundfile", "numpy", "scipy", "ctranslate2", "opensmile")
 # A cache folder holding more shards than this is merged into one.
 MAX_CACHE_SHARDS = 8
 
 
 def config_digest(config: FeatureConfig) -> str:
-    """Short hash of the config, the cache format and the feature libraries' versions: features made under equal
-    digests are equal."""
-    text = json.dumps({"config": config.to_dict(), "format": CACHE_FORMAT,
+    """Short hash of the config's identity (with the encoder's SHA-256, not its folder), the cache format and the
+    feature libraries' versions: features made under equal digests are equal."""
+    text = json.dumps({"config": config.identity(), "format": CACHE_FORMAT,
                        "versions": library_versions(FEATURE_LIBRARIES, python=False)}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -46,7 +46,7 @@ def config_digest(config: FeatureConfig) -> str:
 class FeatureSet:
     """Features of the clips that could be read, aligned with their index rows."""
 
-    X: np.ndarray  # (n_clips, *config.shape) float32
+    X: np.ndarray  # (n_clips, *config.shape): float32 MFCCs, or float16 pretrained features
     clips: pd.DataFrame  # the index rows of X, in order
     skipped: pd.DataFrame  # columns path, reason: clips that gave no features
     n_extracted: int  # clips computed in this call; the rest came from the cache
@@ -83,12 +83,6 @@ class Variant:
 
     name: str
     function: object
-
-
-def extraction_threads() -> int:
-    """Threads to extract features on: every core, or a cluster worker's share of them (SER_THREADS, which
-    cluster.limit_threads sets)."""
-    return int(os.environ.get("SER_THREADS", 0)) or os.cpu_count() or 1
 
 
 def _features_or_reason(path: str, key: str | None, config: FeatureConfig, variant: Variant | None) -> np.ndarray | str:
@@ -152,7 +146,7 @@ def load_features(clips: pd.DataFrame, config: FeatureConfig, cache_dir: str | P
     Missing clips are extracted on `workers` threads (default: all cores) with a progress bar.
     variant: features of changed audio instead (a Variant), cached in a folder of their own.
     """
-    name = f"mfcc-{config_digest(config)}" + (f"-{variant.name}" if variant else "")
+    name = f"{config.frontend}-{config_digest(config)}" + (f"-{variant.name}" if variant else "")
     folder = Path(cache_dir) / name if cache_dir is not None else None
     cached, cached_skips = read_cache(folder, config) if folder else ({}, {})
     keys = [cache_key(p) for p in clips["path"]]
@@ -165,8 +159,9 @@ def load_features(clips: pd.DataFrame, config: FeatureConfig, cache_dir: str | P
         with threadpool_limits(1), ThreadPoolExecutor(workers or extraction_threads()) as pool:
             results = pool.map(_features_or_reason, [p for _, p in todo], [k for k, _ in todo], [config] * len(todo),
                                [variant] * len(todo))
-            for (key, path), result in tqdm(zip(todo, results, strict=True), total=len(todo),
-                                            desc=variant.name if variant else "MFCC", unit="clip", disable=None):
+            desc = variant.name if variant else config.frontend
+            for (key, path), result in tqdm(zip(todo, results, strict=True), total=len(todo), desc=desc, unit="clip",
+                                            disable=None):
                 if isinstance(result, str) and (key is None or result == "unreadable"):
                     reasons[path] = result
                 elif isinstance(result, str):

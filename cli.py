@@ -3,17 +3,18 @@
     p = argparse.ArgumentParser()
     cli.add_recipe_arguments(p)
     args = p.parse_args()
-    recipe = config.make_recipe(args.recipe, epochs=args.epochs, batch_size=args.batch_size, copies=args.copies,
-                                label_smoothing=args.label_smoothing)
+    recipe = cli.recipe(args.recipe, epochs=args.epochs, batch_size=args.batch_size, copies=args.copies,
+                        label_smoothing=args.label_smoothing, encoder_dir=args.encoder_dir)
 
 Standard library only, so a script answers `--help` and argument errors before TensorFlow loads.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from config import DEFAULT_RECIPE, RECIPES, SCHEDULER_TIMEOUT_S
+from config import DEFAULT_RECIPE, RECIPES, SCHEDULER_TIMEOUT_S, Recipe, make_recipe
 
 
 def parse_speakers(text: str) -> list[str]:
@@ -84,6 +85,27 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
                         "and cached (default: the recipe's: reference 0, pooled 1)")
     p.add_argument("--label-smoothing", type=unit_interval, help="label smoothing of the cross-entropy (default 0)")
     p.add_argument("--seed", type=int, default=0, help="fixes the split and the initial weights (default 0)")
+    add_encoder_argument(p, "whisper recipe: another CTranslate2 Whisper model folder in place of the shipped "
+                            "tiny.en (one made by ct2-transformers-converter, or a faster-whisper model)")
+
+
+def add_encoder_argument(p: argparse.ArgumentParser, help: str = "where the model's Whisper encoder lies, if not "
+                         "where it was trained (its SHA-256 must match)") -> None:
+    """--encoder-dir: the pretrained front end's CTranslate2 Whisper folder (pretrained.py)."""
+    p.add_argument("--encoder-dir", metavar="DIR", help=help)
+
+
+def recipe(name: str, *, encoder_dir: str | None = None, **settings) -> Recipe:
+    """config.make_recipe(name, **settings), with its encoder in encoder_dir if given (pretrained.with_encoder). A
+    folder that is not a Whisper model, or a recipe without an encoder, exits with a one-line error."""
+    made = make_recipe(name, **settings)
+    if encoder_dir is None:
+        return made
+    import pretrained  # only here: it loads openSMILE and CTranslate2
+    try:
+        return pretrained.with_encoder(made, encoder_dir)
+    except (pretrained.EncoderError, ValueError) as e:
+        sys.exit(f"error: {e}")
 
 
 def add_cross_validation_arguments(p: argparse.ArgumentParser) -> None:

@@ -63,7 +63,7 @@ class ProjectWorker(WorkerPlugin):
 def limit_threads(n: int) -> None:
     """Let this process's TensorFlow, BLAS/OpenMP and feature extraction use n threads."""
     from threadpoolctl import threadpool_limits
-    os.environ["SER_THREADS"] = str(n)  # cache.extraction_threads
+    os.environ["SER_THREADS"] = str(n)  # config.extraction_threads
     os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = str(n)
     threadpool_limits(n)
     if "tensorflow" in sys.modules:  # already running: the variables above come too late for it

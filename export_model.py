@@ -14,6 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
+import cli
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -23,6 +25,7 @@ def main(argv=None):
     p.add_argument("--data-dir", nargs="+",
                    help="check on every clip of these folders instead of the model's test split")
     p.add_argument("--cache-dir", default="cache", help="feature cache folder (default: cache)")
+    cli.add_encoder_argument(p)
     p.add_argument("--no-check", action="store_true", help="skip the comparison with Keras")
     args = p.parse_args(argv)
     logging.basicConfig(format="%(message)s")  # warnings only: libraries log at INFO on their first run
@@ -43,7 +46,7 @@ def run(args) -> dict:
             print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
         if args.no_check:
             return {}
-        saved = modeldir.load_model_dir(args.model_dir)
+        saved = modeldir.load_model_dir(args.model_dir, args.encoder_dir)
         X, clips, what = evaluation.model_features(saved, args.data_dir, args.cache_dir)
     except (modeldir.ModelDirError, corpora.CorpusError, modeldir.ExportError) as e:
         sys.exit(f"error: {e}")

@@ -1,4 +1,5 @@
-"""Audio to model input: loading, the window the model hears, its MFCCs, and per-clip standardisation.
+"""Audio to model input: loading, the window the model hears, its MFCCs (or the pretrained front end's frames,
+pretrained.py), and per-clip standardisation.
 
     X = features.clip_features("clip.wav", config)              # (frames, features) for a config.FeatureConfig
     X = features.waveform_features(y, config)                   # the same for a waveform at config.sample_rate
@@ -15,6 +16,7 @@ import librosa
 import numpy as np
 import soundfile as sf
 
+import pretrained
 from config import FeatureConfig
 from fileio import is_special_file
 
@@ -121,21 +123,32 @@ def long_enough(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return y
 
 
-def model_window(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """The config.n_samples the model hears of a mono waveform y at config.sample_rate.
-
-    Peak-normalises, trims silence at both ends (trimmed_span), and fixes the length to
-    config.window_s around the centre. Raises SkipClip("too short") or SkipClip("silent").
-    """
+def speech(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """What the model hears of a mono waveform y at config.sample_rate, before padding: peak-normalised, silence
+    at both ends trimmed (trimmed_span), at most config.window_s around the centre. Raises SkipClip("too short")
+    or SkipClip("silent")."""
     y = peak_normalise(long_enough(y, config))
     start, stop = trimmed_span(y, config)
-    return fix_length(y[start:stop], config.n_samples)
+    y = y[start:stop]
+    return fix_length(y, config.n_samples) if len(y) > config.n_samples else y
+
+
+def model_window(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The config.n_samples the model hears of a mono waveform y at config.sample_rate: its speech, centred in
+    zeros where shorter. Raises SkipClip("too short") or SkipClip("silent")."""
+    return fix_length(speech(y, config), config.n_samples)
 
 
 def waveform_features(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Model input config.shape = (frames, features) for a mono waveform y (n,) already at config.sample_rate:
-    the MFCCs of its model_window, and their deltas if config.deltas. Raises SkipClip("silent").
+    """Model input config.shape = (frames, features) for a mono waveform y (n,) already at config.sample_rate.
+
+    "mfcc": the MFCCs of its model_window (float32), and their deltas if config.deltas. "whisper": the encoder's
+    frames of its model_window with the eGeMAPS of its speech (unpadded) beside each, as float16 (what the cache
+    stores; the model computes in float32). Raises SkipClip("silent") or SkipClip("too short").
     """
+    if config.frontend == "whisper":
+        voice = speech(y, config)
+        return pretrained.pretrained_features(window=fix_length(voice, config.n_samples), speech=voice, config=config)
     frames = mfcc_sequence(model_window(y, config), config)
     if not config.deltas:
         return frames

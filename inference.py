@@ -82,7 +82,11 @@ class Predictor:
         return self.saved.identity(self.exported)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        """Probabilities (n, classes) for features X (n, frames, coefficients), before standardisation."""
+        """Probabilities (n, classes) for features X (n, frames, coefficients), before standardisation. Raises
+        ValueError for features of another front end."""
+        if X.shape[1:] != self.config.shape:
+            raise ValueError(f"features of shape {X.shape[1:]} are not this model's ({self.config.frontend}, "
+                             f"{self.config.shape})")
         return np.asarray(self.run(features.normalised(X, self.norm)))
 
 

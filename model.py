@@ -1,4 +1,5 @@
-"""The Keras models: the seed's CNN and the pooled CNN, built from a config.Recipe, and how they are compiled.
+"""The Keras models: the seed's CNN, the pooled CNN and the head over the pretrained front end, built from a
+config.Recipe, and how they are compiled.
 
     model = model.build(recipe, input_shape=(130, 39), n_classes=8, normalizer=model.feature_normalizer(X_train))
 
@@ -12,11 +13,15 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import logging  # noqa: E402
 
+# openSMILE must load before TensorFlow, or its first extraction aborts the process (pretrained.py).
+import pretrained  # noqa: E402, F401, I001
+
+# isort: split
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
-from config import Recipe  # noqa: E402
+from config import N_EGEMAPS, Recipe  # noqa: E402
 
 # Keras' retracing notices when many models are trained in one process (cross-validation) are not for users.
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -82,8 +87,31 @@ def build_pooled_cnn(recipe: Recipe, input_shape: tuple[int, int], n_classes: in
     ], name="pooled_cnn")
 
 
+def build_encoder_head(recipe: Recipe, input_shape: tuple[int, int], n_classes: int,
+                       normalizer: layers.Normalization | None = None) -> keras.Model:
+    """A head over the pretrained front end's (frames, encoder width + 88) input, not yet compiled: the encoder's
+    frames through recipe.conv_blocks (spatial dropout first, L2-regularised, ReLU, dropout after), averaged over
+    time, then joined with the clip's eGeMAPS (the same beside every frame: the first frame's are taken); dropout,
+    a dense layer of recipe.hidden units if any, and the softmax. Pooling the frames after a convolution, not
+    before, is what carried across corpora (RESULTS.md)."""
+    width = input_shape[1] - N_EGEMAPS
+    inputs = keras.Input(shape=input_shape)
+    x = normalizer(inputs) if normalizer is not None else inputs
+    frames, params = x[:, :, :width], x[:, 0, width:]
+    frames = layers.SpatialDropout1D(recipe.conv_dropout)(frames)
+    for filters, kernel in recipe.conv_blocks:
+        frames = layers.Conv1D(filters, kernel, activation="relu", kernel_regularizer=keras.regularizers.L2(1e-3))(
+            frames)
+        frames = layers.Dropout(recipe.head_dropout)(frames)
+    x = layers.Concatenate()([layers.GlobalAveragePooling1D()(frames), params])
+    x = layers.Dropout(recipe.head_dropout)(x)
+    if recipe.hidden:
+        x = layers.Dense(recipe.hidden, activation="relu")(x)
+    return keras.Model(inputs, layers.Dense(n_classes, activation="softmax")(x), name="encoder_head")
+
+
 # recipe.model -> builder(recipe, input_shape, n_classes, normalizer); bench/ablations.py adds its variants.
-MODELS = {"seed": build_seed_cnn, "pooled": build_pooled_cnn}
+MODELS = {"seed": build_seed_cnn, "pooled": build_pooled_cnn, "encoder_head": build_encoder_head}
 
 
 def build(recipe: Recipe, input_shape: tuple[int, int], n_classes: int,
@@ -95,7 +123,14 @@ def build(recipe: Recipe, input_shape: tuple[int, int], n_classes: int,
 
 
 def feature_normalizer(X_train: np.ndarray) -> layers.Normalization:
-    """A Normalization layer holding the per-coefficient mean and variance of X_train (n, frames, coefs)."""
-    normalizer = layers.Normalization(axis=-1, name="standardise")
-    normalizer.adapt(X_train)
-    return normalizer
+    """A Normalization layer holding the per-feature mean and variance of X_train (n, frames, features) over
+    its clips and frames, computed in float64 whatever X_train's dtype."""
+    flat = X_train.reshape(-1, X_train.shape[-1])
+    total, squares = np.zeros(flat.shape[1]), np.zeros(flat.shape[1])
+    for start in range(0, len(flat), 65536):  # a float64 copy of all of it could take gigabytes
+        chunk = flat[start:start + 65536].astype(np.float64)
+        total += chunk.sum(axis=0)
+        squares += np.square(chunk).sum(axis=0)
+    mean = total / len(flat)
+    return layers.Normalization(axis=-1, mean=mean, variance=np.maximum(squares / len(flat) - mean ** 2, 0.0),
+                                name="standardise")

@@ -7,6 +7,7 @@ back with Keras' safe mode on. `export_model_dir` adds `model.tflite` (and `mode
 """
 import contextlib
 import ctypes
+import dataclasses
 import io
 import json
 import os
@@ -24,6 +25,7 @@ import model as models  # noqa: F401  (first: it quietens TensorFlow before Kera
 import keras
 import psutil
 
+import pretrained
 from config import EMOTIONS, FeatureConfig, Recipe, recipe_of_metadata
 from fileio import atomic_output, file_digest
 from inference import ONNX_FILE, TFLITE_FILE, TFLITE_INT8_FILE
@@ -152,8 +154,11 @@ def exchange_paths(a: Path, b: Path) -> bool:
     return False
 
 
-def load_model_dir(model_dir: str | Path) -> SavedModel:
-    """The model and metadata saved by train_model.py. Raises ModelDirError with a one-line reason."""
+def load_model_dir(model_dir: str | Path, encoder_dir: str | Path | None = None) -> SavedModel:
+    """The model and metadata saved by train_model.py. Raises ModelDirError with a one-line reason.
+
+    A model on the pretrained front end has its encoder found and checked here, in the folder it was made with or
+    in encoder_dir (`--encoder-dir`), against the SHA-256 it records: features of another encoder are refused."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelDirError(f"no model directory at {model_dir}; train one with train_model.py "
@@ -166,6 +171,14 @@ def load_model_dir(model_dir: str | Path) -> SavedModel:
         raise ModelDirError(f"{model_dir} has no {METADATA_FILE}; it is not a model dir from train_model.py") from None
     except (ValueError, KeyError, TypeError) as e:
         raise ModelDirError(f"{model_dir / METADATA_FILE} is broken ({type(e).__name__}: {e})") from None
+    if recipe.features.frontend == "whisper":
+        if encoder_dir is not None:
+            features = dataclasses.replace(recipe.features, encoder_dir=str(Path(encoder_dir).resolve()))
+            recipe = dataclasses.replace(recipe, features=features)
+        try:
+            pretrained.config_encoder(recipe.features)
+        except pretrained.EncoderError as e:
+            raise ModelDirError(f"{model_dir}: {e}") from None
     if (model_dir / MODEL_FILE).is_file() and not zipfile.is_zipfile(model_dir / MODEL_FILE):
         raise ModelDirError(f"cannot load {model_dir / MODEL_FILE}: it is damaged or cut short (not a whole Keras "
                             f"file); train it again or copy it anew")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from batch import OUTPUT_FORMATS, output_format
-from cli import add_scheduler_arguments, output_file
+from cli import add_encoder_argument, add_scheduler_arguments, output_file
 from inference import (
     DEFAULT_HOP_S,
     DEFAULT_SILENCE_DB,
@@ -220,6 +220,7 @@ def run_live(args, sd, info: dict, predictor: Predictor) -> list[Hop]:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", default="models/latest")
+    add_encoder_argument(p)
     p.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
     p.add_argument("--device", help="input device index or part of its name (default: the system default)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
@@ -281,7 +282,7 @@ def results_file(text: str) -> Path:
 def load_predictor(args) -> Predictor:
     """The Predictor of --model-dir, run by Keras or the runtime that --tflite/--onnx name (exported_file)."""
     import modeldir
-    return Predictor(modeldir.load_model_dir(args.model_dir), exported_file(args))
+    return Predictor(modeldir.load_model_dir(args.model_dir, args.encoder_dir), exported_file(args))
 
 
 def exported_file(args) -> Path | None:

@@ -12,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+import cli
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -21,6 +23,7 @@ def main(argv=None):
                    help="evaluate on every clip of these folders instead of the model's test split")
     p.add_argument("--out", help="folder for the result files (default: the model dir)")
     p.add_argument("--cache-dir", default="cache", help="feature cache folder (default: cache)")
+    cli.add_encoder_argument(p)
     args = p.parse_args(argv)
     logging.basicConfig(format="%(message)s")  # warnings only: libraries log at INFO on their first run
     return run(args)
@@ -33,7 +36,7 @@ def run(args) -> dict:
     import fileio
     import modeldir
     try:
-        saved = modeldir.load_model_dir(args.model_dir)
+        saved = modeldir.load_model_dir(args.model_dir, args.encoder_dir)
         X, clips, what = evaluation.model_features(saved, args.data_dir, args.cache_dir)
     except (modeldir.ModelDirError, corpora.CorpusError) as e:
         sys.exit(f"error: {e}")

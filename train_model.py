@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import cli
-from config import DEFAULT_TEST_SPEAKERS, Recipe, make_recipe
+from config import DEFAULT_TEST_SPEAKERS, Recipe
 
 
 def main(argv=None):
@@ -32,8 +32,8 @@ def main(argv=None):
     cli.add_recipe_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(format="%(message)s")  # warnings only: libraries log at INFO on their first run
-    recipe = make_recipe(args.recipe, epochs=args.epochs, batch_size=args.batch_size, copies=args.copies,
-                         label_smoothing=args.label_smoothing)
+    recipe = cli.recipe(args.recipe, epochs=args.epochs, batch_size=args.batch_size, copies=args.copies,
+                        label_smoothing=args.label_smoothing, encoder_dir=args.encoder_dir)
     return run(recipe, data_dirs=args.data_dir, corpus_names=args.corpora,
                cache_dir=args.cache_dir, model_dir=args.model_dir, split=args.split, test_speakers=args.test_speakers,
                seed=args.seed, overwrite=args.overwrite)

@@ -211,17 +211,21 @@ def spec_augment(X, *, max_shift: int, max_time_mask: int, max_feature_mask: int
 
 
 def training_batches(X: np.ndarray, y: np.ndarray, recipe: Recipe, seed: int) -> tf.data.Dataset:
-    """Batches of (X, y) of recipe.batch_size, reshuffled every epoch and passed through spec_augment afresh with the
-    recipe's sizes."""
+    """Batches of (X as float32, y) of recipe.batch_size, reshuffled every epoch, and passed through spec_augment
+    afresh with the recipe's sizes if recipe.augment. The order is shuffled, not the clips: each batch is gathered
+    from X as it is stored, so float16 features stay float16, once, in memory."""
     def variant(x):
         return spec_augment(x, max_shift=recipe.max_shift, max_time_mask=recipe.max_time_mask,
                             max_feature_mask=recipe.max_feature_mask)
 
-    return (tf.data.Dataset.from_tensor_slices((X, y))
-            .shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
-            .batch(recipe.batch_size)
-            .map(lambda x, y: (variant(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    X, y = tf.constant(X), tf.constant(y)
+    batches = (tf.data.Dataset.range(len(y))
+               .shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+               .batch(recipe.batch_size)
+               .map(lambda i: (tf.cast(tf.gather(X, i), tf.float32), tf.gather(y, i))))
+    if recipe.augment:
+        batches = batches.map(lambda x, y: (variant(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.prefetch(tf.data.AUTOTUNE)
 
 
 def train(X_train, y_train, X_val, y_val, recipe: Recipe, seed: int, verbose: int | None = None):
@@ -238,12 +242,11 @@ def train(X_train, y_train, X_val, y_val, recipe: Recipe, seed: int, verbose: in
                      if recipe.lr_schedule == "cosine" else recipe.learning_rate)
     models.compiled(model, learning_rate, recipe.label_smoothing)
     onehot = np.eye(len(EMOTIONS), dtype="float32")
-    data = ({"x": training_batches(X_train, onehot[y_train], recipe, seed), "shuffle": False} if recipe.augment
-            else {"x": X_train, "y": onehot[y_train], "batch_size": recipe.batch_size})
     # Patience of every epoch: it never stops early, it only keeps the best epoch's weights.
     best = models.keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=recipe.epochs,
                                                 restore_best_weights=True)
-    fit = model.fit(**data, validation_data=(X_val, onehot[y_val]), epochs=recipe.epochs, callbacks=[best],
+    fit = model.fit(training_batches(X_train, onehot[y_train], recipe, seed), shuffle=False,
+                    validation_data=(X_val.astype(np.float32), onehot[y_val]), epochs=recipe.epochs, callbacks=[best],
                     verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
     history = pd.DataFrame(fit.history).rename_axis("epoch")
     history.index += 1

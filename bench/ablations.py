@@ -30,7 +30,7 @@ import cli  # noqa: E402
 import evaluation  # noqa: E402
 import model as models  # noqa: E402
 import training  # noqa: E402
-from config import DEFAULT_RECIPE, EMOTIONS, RECIPES, make_recipe  # noqa: E402
+from config import DEFAULT_RECIPE, EMOTIONS, RECIPES  # noqa: E402
 from model import keras, layers  # noqa: E402
 
 # isort: split
@@ -162,8 +162,8 @@ def main():
     cli.add_cross_validation_arguments(cv)
     cli.add_recipe_arguments(cv)
     options = cv.parse_args(rest)
-    recipe = make_recipe(options.recipe, epochs=options.epochs, batch_size=options.batch_size, copies=options.copies,
-                         label_smoothing=options.label_smoothing)
+    recipe = cli.recipe(options.recipe, epochs=options.epochs, batch_size=options.batch_size, copies=options.copies,
+                        label_smoothing=options.label_smoothing, encoder_dir=options.encoder_dir)
     evaluation.run_cross_validation(with_model(recipe), data_dirs=options.data_dir,
                                     corpus_names=options.corpora, cache_dir=options.cache_dir, folds=options.folds,
                                     without_tess=options.without_tess, seeds=options.seeds or [options.seed],

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cli  # noqa: E402
-from config import DEFAULT_TEST_SPEAKERS, make_recipe  # noqa: E402
+from config import DEFAULT_TEST_SPEAKERS  # noqa: E402
 
 
 def main(argv=None, recipe_change=None):
@@ -28,8 +28,8 @@ def main(argv=None, recipe_change=None):
     p.add_argument("--splits", nargs="+", choices=["random", "speaker"], default=["random", "speaker"])
     cli.add_recipe_arguments(p)
     args = p.parse_args(argv)
-    recipe = make_recipe(args.recipe, epochs=args.epochs, batch_size=args.batch_size, copies=args.copies,
-                         label_smoothing=args.label_smoothing)
+    recipe = cli.recipe(args.recipe, epochs=args.epochs, batch_size=args.batch_size, copies=args.copies,
+                        label_smoothing=args.label_smoothing, encoder_dir=args.encoder_dir)
     recipe = recipe_change(recipe) if recipe_change else recipe
     config = recipe.features
     import cache  # once the arguments are good: TensorFlow takes seconds to load

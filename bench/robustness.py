@@ -107,7 +107,6 @@ def corrupted_features(waves: list[np.ndarray], config, condition: str, seed: in
     """(features (n_ok, *config.shape), mask (n,) of the waves that gave features) of waveforms at
     config.sample_rate under one augment condition. Clip i's corruption is seeded by (seed, i, condition),
     so every model meets the same corrupted audio."""
-    import cache
     import features
     tag = zlib.crc32(condition.encode())
 
@@ -118,7 +117,7 @@ def corrupted_features(waves: list[np.ndarray], config, condition: str, seed: in
         except features.SkipClip:
             return None
 
-    with threadpool_limits(1), ThreadPoolExecutor(cache.extraction_threads()) as pool:
+    with threadpool_limits(1), ThreadPoolExecutor(config.extraction_threads()) as pool:
         results = list(pool.map(one, range(len(waves))))
     ok = np.array([r is not None for r in results])
     X = np.stack([r for r in results if r is not None]) if ok.any() else np.zeros((0, *config.shape), np.float32)

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import features  # noqa: E402
 import inference  # noqa: E402
+import pretrained  # noqa: E402
 from config import DEFAULT_RECIPE, RECIPES, FeatureConfig  # noqa: E402
 from fileio import atomic_output  # noqa: E402
 
@@ -120,9 +121,39 @@ def plot_probabilities(probabilities: dict[str, float], path: Path, title: str =
     return save(fig, path)
 
 
+def plot_encoder_frames(frames: np.ndarray, config: FeatureConfig, path: Path, title: str) -> Path:
+    """The Whisper encoder's frames (frames, width), 50 a second, against seconds: each feature standardised over
+    the window, since their scales differ."""
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    z = (frames - frames.mean(axis=0)) / (frames.std(axis=0) + 1e-6)
+    image = ax.imshow(z.T, aspect="auto", origin="lower", cmap="coolwarm", vmin=-3, vmax=3,
+                      extent=(0, len(frames) * 2 * config.hop_length / config.sample_rate, 0, frames.shape[1]))
+    ax.set(xlabel="time (s)", ylabel="encoder feature", title=title)
+    fig.colorbar(image, ax=ax, format="%+.0f σ")
+    return save(fig, path)
+
+
+def plot_heard(window: np.ndarray, config: FeatureConfig, out_dir: Path, stem: str, name: str) -> list[Path]:
+    """What the model hears of the window (config.n_samples) of the file called name: its MFCCs and log-mel
+    spectrogram, or Whisper's own log-mel and the encoder's frames for the pretrained front end. Files
+    <stem>_mfcc.png and <stem>_logmel.png, or <stem>_whisper_logmel.png and <stem>_encoder.png, in out_dir."""
+    if config.frontend == "whisper":
+        frames = pretrained.encoder_frames(window, pretrained.config_encoder(config))
+        return [plot_mel_bands(pretrained.log_mel(window), config, out_dir / f"{stem}_whisper_logmel.png",
+                               f"{name}: Whisper's log-mel ({config.n_mels} bands) of the model's "
+                               f"{config.window_s:g} s window", cmap="magma"),
+                plot_encoder_frames(frames, config, out_dir / f"{stem}_encoder.png",
+                                    f"{name}: the Whisper encoder's {frames.shape[1]} features, 50 a second "
+                                    f"(eGeMAPS beside them)")]
+    sees = f"the model's {config.window_s:g} s window" + (" (it also sees their deltas)" if config.deltas else "")
+    return [plot_mfcc(features.mfcc_sequence(window, config), config, out_dir / f"{stem}_mfcc.png",
+                      f"{name}: {config.n_mfcc} MFCCs of {sees}"),
+            plot_log_mel(features.log_mel_spectrogram(window, config), config, out_dir / f"{stem}_logmel.png",
+                         f"{name}: log-mel spectrogram ({config.n_mels} bands) of the same window")]
+
+
 def plot_clip(path: Path, out_dir: Path, config: FeatureConfig) -> list[Path]:
-    """The waveform, the model's frames (its MFCCs) and log-mel pictures of one audio file, as <stem>_<kind>.png
-    in out_dir.
+    """The waveform and what the model hears of one audio file (plot_heard), as <stem>_<kind>.png in out_dir.
 
     Raises features.SkipClip for a file that is unreadable or silent.
     """
@@ -131,15 +162,10 @@ def plot_clip(path: Path, out_dir: Path, config: FeatureConfig) -> list[Path]:
     window = features.model_window(y, config)
     start = window_start_s(y, window, config)
     name, stem = Path(path).name, Path(path).stem
-    sees = f"the model's {config.window_s:g} s window" + (" (it also sees their deltas)" if config.deltas else "")
-    pictures = [plot_waveform(y / np.max(np.abs(y)), config.sample_rate, out_dir / f"{stem}_waveform.png",
-                              f"{name}: waveform at {config.sample_rate} Hz, peak-normalised",
-                              window=(start, start + config.window_s))]
-    pictures.append(plot_mfcc(features.mfcc_sequence(window, config), config, out_dir / f"{stem}_mfcc.png",
-                              f"{name}: {config.n_mfcc} MFCCs of {sees}"))
-    pictures.append(plot_log_mel(features.log_mel_spectrogram(window, config), config, out_dir / f"{stem}_logmel.png",
-                                 f"{name}: log-mel spectrogram ({config.n_mels} bands) of the same window"))
-    return pictures
+    waveform = plot_waveform(y / np.max(np.abs(y)), config.sample_rate, out_dir / f"{stem}_waveform.png",
+                             f"{name}: waveform at {config.sample_rate} Hz, peak-normalised",
+                             window=(start, start + config.window_s))
+    return [waveform, *plot_heard(window, config, out_dir, stem, name)]
 
 
 def window_start_s(y: np.ndarray, window: np.ndarray, config: FeatureConfig) -> float:

@@ -15,6 +15,7 @@ import pytest
 
 import batch
 import cluster
+import config
 import corpora
 from config import EMOTIONS
 from conftest import run_script
@@ -61,7 +62,7 @@ def test_workers_get_the_code_and_a_share_of_the_threads(scheduler):
         from threadpoolctl import threadpool_info
 
         import cache
-        return (cache.__file__, cache.extraction_threads(), os.environ["TF_NUM_INTRAOP_THREADS"],
+        return (cache.__file__, config.extraction_threads(), os.environ["TF_NUM_INTRAOP_THREADS"],
                 sorted({pool["num_threads"] for pool in threadpool_info()}))
 
     client = cluster.connect(scheduler)
