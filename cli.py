@@ -75,14 +75,14 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     """--recipe, and the few settings a user changes beside it; config.make_recipe makes the Recipe of them."""
     p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
-                   help=f"how the model is made (config.RECIPES; default: {DEFAULT_RECIPE}): reference is the seed's "
-                        f"CNN on MFCCs; pooled adds deltas, per-clip standardisation, a CNN pooled over time, "
-                        f"masks, a corrupted copy of each clip and a cosine schedule")
-    p.add_argument("--epochs", type=positive_int, help="training epochs (default: the recipe's, 50)")
+                   help=f"how the model is made (config.RECIPES; default: {DEFAULT_RECIPE}): whisper is a small head "
+                        f"over Whisper tiny.en's encoder and eGeMAPS; pooled a CNN on MFCCs learnt from scratch; "
+                        f"reference the seed's CNN")
+    p.add_argument("--epochs", type=positive_int, help="training epochs (default: the recipe's, 40 or 50)")
     p.add_argument("--batch-size", type=positive_int, help="clips per batch (default: the recipe's, 32)")
     p.add_argument("--copies", type=non_negative_int,
                    help="corrupted copies of each training clip (noise, rooms, telephone, codecs, level), made once "
-                        "and cached (default: the recipe's: reference 0, pooled 1)")
+                        "and cached (default: the recipe's: pooled 1, the others 0)")
     p.add_argument("--label-smoothing", type=unit_interval, help="label smoothing of the cross-entropy (default 0)")
     p.add_argument("--seed", type=int, default=0, help="fixes the split and the initial weights (default 0)")
     add_encoder_argument(p, "whisper recipe: another CTranslate2 Whisper model folder in place of the shipped "

@@ -155,26 +155,27 @@ class Recipe:
         return cls(**d)
 
 
+# Whisper's own front end: 16 kHz, 80 mel bands, 25 ms frames every 10 ms; the shipped encoder; trimmed speech.
+WHISPER_FEATURES = FeatureConfig(frontend="whisper", sample_rate=16000, n_fft=400, hop_length=160, n_mels=80,
+                                 trim_db=30.0, encoder_sha256=SHIPPED_ENCODER_SHA256)
+
 RECIPES = {
     # The seed's recipe exactly: its CNN on untrimmed MFCCs, Adam at 1e-3, nothing else.
     "reference": Recipe(name="reference", features=FeatureConfig(), model="seed", conv_blocks=((64, 5), (128, 5)),
                         hidden=64, conv_dropout=0.3, head_dropout=0.3, norm="none", augment=False, copies=0,
                         lr_schedule="constant"),
-    # The most robust on speakers never heard without losing on clean speech (README, RESULTS.md): trimmed MFCCs
-    # with deltas, each clip standardised by itself, a CNN pooled over time, masks, one corrupted copy, cosine.
+    # The best from scratch (RESULTS.md): trimmed MFCCs with deltas, each clip standardised by itself, a CNN pooled
+    # over time, masks, one corrupted copy, cosine.
     "pooled": Recipe(name="pooled", features=FeatureConfig(trim_db=30.0, deltas=True), model="pooled",
                      conv_blocks=((64, 5), (128, 5), (128, 3)), hidden=64, conv_dropout=0.2, head_dropout=0.3,
                      norm="clip", augment=True, copies=1, lr_schedule="cosine"),
+    # The default (README, RESULTS.md): Whisper tiny.en's encoder frames and eGeMAPS, standardised by the training
+    # side's statistics; one convolution over the frames, pooled over time, joined with eGeMAPS (model.py).
+    "whisper": Recipe(name="whisper", features=WHISPER_FEATURES, model="encoder_head", conv_blocks=((64, 5),),
+                      hidden=0, conv_dropout=0.2, head_dropout=0.3, norm="none", augment=False, copies=0,
+                      lr_schedule="constant", epochs=40),
 }
-DEFAULT_RECIPE = "pooled"
-
-# Whisper's own front end: 16 kHz, 80 mel bands, 25 ms frames every 10 ms. The shipped encoder, trimmed speech.
-WHISPER_FEATURES = FeatureConfig(frontend="whisper", sample_rate=16000, n_fft=400, hop_length=160, n_mels=80,
-                                 trim_db=30.0, encoder_sha256=SHIPPED_ENCODER_SHA256)
-# A convolution over the encoder's frames, pooled over time, joined with eGeMAPS (model.build_encoder_head).
-RECIPES["whisper"] = Recipe(name="whisper", features=WHISPER_FEATURES, model="encoder_head", conv_blocks=((64, 5),),
-                            hidden=0, conv_dropout=0.2, head_dropout=0.3, norm="none", augment=False, copies=0,
-                            lr_schedule="constant", epochs=40)
+DEFAULT_RECIPE = "whisper"
 
 
 def make_recipe(name: str, **settings) -> Recipe:

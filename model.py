@@ -95,6 +95,8 @@ def build_encoder_head(recipe: Recipe, input_shape: tuple[int, int], n_classes: 
     a dense layer of recipe.hidden units if any, and the softmax. Pooling the frames after a convolution, not
     before, is what carried across corpora (RESULTS.md)."""
     width = input_shape[1] - N_EGEMAPS
+    if width <= 0:
+        raise ValueError(f"the encoder head takes the pretrained front end's frames, not features of {input_shape}")
     inputs = keras.Input(shape=input_shape)
     x = normalizer(inputs) if normalizer is not None else inputs
     frames, params = x[:, :, :width], x[:, 0, width:]

@@ -30,7 +30,7 @@ import cli  # noqa: E402
 import evaluation  # noqa: E402
 import model as models  # noqa: E402
 import training  # noqa: E402
-from config import DEFAULT_RECIPE, EMOTIONS, RECIPES  # noqa: E402
+from config import EMOTIONS, RECIPES  # noqa: E402
 from model import keras, layers  # noqa: E402
 
 # isort: split
@@ -121,7 +121,7 @@ def call_times_ms(n_calls: int = 300) -> dict[str, float]:
 
     Weights do not change the time, so the models are untrained; ensembles cost their members' sum.
     """
-    recipe = RECIPES[DEFAULT_RECIPE]
+    recipe = RECIPES["pooled"]
     window = np.zeros((1, *recipe.features.shape), np.float32)
     times = {}
     for name, build in {"pooled": models.build_pooled_cnn, **VARIANTS}.items():

@@ -32,6 +32,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import augment  # noqa: E402
 import cli  # noqa: E402
+from config import extraction_threads  # noqa: E402
 
 
 def condition(text: str) -> str:
@@ -96,7 +97,7 @@ def model_robustness(model_dir: str, saved, clips, what: str, conditions: list[s
     talkers = readable_waves(training_clips(saved, seed), sr)[1]
     print(f"{model_dir} on {what}: {len(clips)} clips, {len(conditions)} conditions; "
           f"babble from {len(talkers)} clips of training speakers")
-    features.mfcc_sequence(waves[0], saved.config)  # librosa's compilation, before the first timing
+    features.waveform_features(waves[0], saved.config)  # librosa's compilation, before the first timing
 
     rows = robustness(saved, clips, waves, talkers, conditions, seed)
     return {"model_dir": str(model_dir), "test_clips": what, "n": len(clips), "seed": seed, "conditions": rows}
@@ -117,7 +118,7 @@ def corrupted_features(waves: list[np.ndarray], config, condition: str, seed: in
         except features.SkipClip:
             return None
 
-    with threadpool_limits(1), ThreadPoolExecutor(config.extraction_threads()) as pool:
+    with threadpool_limits(1), ThreadPoolExecutor(extraction_threads()) as pool:
         results = list(pool.map(one, range(len(waves))))
     ok = np.array([r is not None for r in results])
     X = np.stack([r for r in results if r is not None]) if ok.any() else np.zeros((0, *config.shape), np.float32)

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 import features as F
-from config import EMOTIONS, FeatureConfig
+from config import EMOTIONS, WHISPER_FEATURES, FeatureConfig
 from conftest import ROOT, run_script
 
 sys.path.insert(0, str(ROOT / "demo"))
@@ -54,6 +54,10 @@ def test_clip_pictures_show_the_frames_the_model_hears(tmp_path):
     pictures = drawing.plot_clip(clip, tmp_path, FeatureConfig(n_mels=64))
     assert [p.name for p in pictures] == [f"v_{kind}.png" for kind in ("waveform", "mfcc", "logmel")]
     assert all(png_size(p) == PICTURE_PIXELS for p in pictures)
+    # The pretrained front end: the log-mel Whisper hears, and its encoder's frames.
+    pictures = drawing.plot_clip(clip, tmp_path / "whisper", WHISPER_FEATURES)
+    assert [p.name for p in pictures] == [f"v_{kind}.png" for kind in ("waveform", "whisper_logmel", "encoder")]
+    assert all(png_size(p) == PICTURE_PIXELS and p.stat().st_size > 5_000 for p in pictures)
 
 
 def test_the_shaded_window_is_the_one_the_model_hears():
@@ -77,11 +81,11 @@ def test_demo_plots_a_users_file_with_a_models_probabilities(brief_model, tmp_pa
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     names = sorted(p.name for p in out.iterdir())
-    assert names == [f"my clip_{kind}.png" for kind in ["logmel", "mfcc", "probabilities", "waveform"]]
+    assert names == [f"my clip_{kind}.png" for kind in ["encoder", "probabilities", "waveform", "whisper_logmel"]]
     for name in names:
         assert png_size(out / name) == PICTURE_PIXELS
     assert result.stdout.splitlines() == [f"wrote {out / name}" for name in
-                                          ["my clip_waveform.png", "my clip_mfcc.png", "my clip_logmel.png",
+                                          ["my clip_waveform.png", "my clip_whisper_logmel.png", "my clip_encoder.png",
                                            "my clip_probabilities.png"]]
 
 

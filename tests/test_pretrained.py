@@ -8,12 +8,12 @@ import sys
 import ctranslate2
 import numpy as np
 import pytest
-from conftest import ROOT, run_script
 
 import cache
 import features
 import pretrained
 from config import RECIPES, SHIPPED_ENCODER_SHA256, WHISPER_FEATURES
+from conftest import ROOT, run_script
 
 CLIP = "ravdess/Actor_01/03-01-01-01-01-01-01.flac"  # statement 01: "Kids are talking by the door"
 
