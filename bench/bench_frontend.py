@@ -41,7 +41,7 @@ def main():
     p.add_argument("--clips", type=int, default=200, help="clips timed one by one (default 200)")
     p.add_argument("--cold", action="store_true", help="also extract every clip into a fresh cache, and read it back")
     args = p.parse_args()
-    clips, _ = corpora.index_corpus(args.data_dir, args.corpora)
+    clips = corpora.select_corpora(corpora.index_corpus(args.data_dir)[0], args.corpora)
     sample = clips["path"].sample(n=min(args.clips, len(clips)), random_state=0).tolist()
     config, mfcc = WHISPER_FEATURES, RECIPES["pooled"].features
     encoder = pretrained.config_encoder(config)

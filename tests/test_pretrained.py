@@ -137,3 +137,14 @@ def test_a_saved_model_records_its_encoder_and_refuses_another(brief_model, othe
     assert done.stderr.startswith("error: ") and "is not the encoder expected" in done.stderr
     with pytest.raises(ValueError, match="not this model's"):
         inference.Predictor(saved)(np.zeros((1, *RECIPES["pooled"].features.shape), np.float32))
+
+
+def test_features_are_the_same_whatever_the_callers_thread_limits(datasets):
+    # The cache extracts on one BLAS thread; a live window or a file is made wherever the caller is. A last-bit
+    # difference in the log-mel grows to tenths through the encoder's int8 arithmetic, so they must not differ.
+    from threadpoolctl import threadpool_limits
+    y = features.load_audio(datasets / "tess" / "YAF_happy" / "YAF_back_happy.flac", WHISPER_FEATURES.sample_rate)
+    with threadpool_limits(2):
+        free = features.waveform_features(y, WHISPER_FEATURES)
+    with threadpool_limits(1):
+        np.testing.assert_array_equal(features.waveform_features(y, WHISPER_FEATURES), free)
