@@ -184,9 +184,10 @@ def test_file_mode_prints_a_table_and_writes_results(full_model, datasets, tmp_p
 def test_long_files_are_averaged_over_windows(full_model, datasets, tmp_path):
     predictor = inference.Predictor(modeldir.load_model_dir(full_model[0]))
     config = predictor.config
-    clip = F.load_audio(datasets / "tess" / "OAF_angry" / "OAF_bar_angry.flac", 22050)
-    y = np.concatenate([clip, np.zeros(22050 * 7, np.float32), clip, clip])
-    sf.write(tmp_path / "long.flac", y, 22050)
+    sr = config.sample_rate
+    clip = F.load_audio(datasets / "tess" / "OAF_angry" / "OAF_bar_angry.flac", sr)
+    y = np.concatenate([clip, np.zeros(sr * 7, np.float32), clip, clip])
+    sf.write(tmp_path / "long.flac", y, sr)
     (tmp_path / "broken.wav").write_bytes(b"")
     results, skipped = inference.classify_files([tmp_path / "long.flac", tmp_path / "broken.wav"], predictor)
     windows = inference.file_windows(y, config)
