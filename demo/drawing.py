@@ -211,7 +211,7 @@ def clip_pictures(paths: list[Path], out_dir: Path, saved=None, model_name: str 
 
 def readme_figures(data_dir: str, work_dir: Path, out_dir: Path, clips_dir: Path) -> list[Path]:
     """Train and evaluate the default recipe on both splits and copy the README's pictures to out_dir,
-    with the first demo clip's waveform and what the model sees of it (its MFCCs)."""
+    with the first demo clip's waveform and what the model hears of it (plot_heard)."""
     import modeldir
     clip = clips_dir / f"{CLIPS[0][0]}.wav"
     if not clip.is_file():
@@ -228,7 +228,7 @@ def readme_figures(data_dir: str, work_dir: Path, out_dir: Path, clips_dir: Path
             shutil.copyfile(model_dir / name, target)
             written.append(target)
     config = modeldir.load_model_dir(work_dir / "default-random").config
-    for picture in plot_clip(clip, work_dir / "pictures", config)[:2]:
+    for picture in plot_clip(clip, work_dir / "pictures", config):
         target = out_dir / picture.name.replace(f"{clip.stem}_", "")
         shutil.copyfile(picture, target)
         written.append(target)
