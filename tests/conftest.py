@@ -16,8 +16,8 @@ EMODB = SHARED / "emodb"
 
 
 # A test that uses one of these fixtures is marked so: -m "not slow" leaves out every test that needs a model trained.
-MARKED_BY_FIXTURE = {"full_model": "slow", "brief_model": "slow", "trained": "slow", "scheduler": "cluster",
-                     "pulse": "audio", "server": "network"}
+MARKED_BY_FIXTURE = {"full_model": "slow", "brief_model": "slow", "trained": "slow", "trained_pooled": "slow",
+                     "scheduler": "cluster", "pulse": "audio", "server": "network"}
 
 
 def pytest_collection_modifyitems(items):
