@@ -401,7 +401,7 @@ def test_cross_validation_runs_every_fold_on_unseen_actors(sparse_corpus, tmp_pa
         assert fold["n"] == 6 * len(fold["actors"])
     # Every RAVDESS clip of actors 1-20 tested once, no TESS; actors 21-24 are out of every choice.
     assert np.array(saved["confusion_matrix"]).sum() == 20 * 6 and saved["folds_of"] == "selection"
-    assert saved["recipe"]["model"] == "pooled"
+    assert saved["recipe"]["model"] == RECIPES[DEFAULT_RECIPE].model
     assert (tmp_path / "cv" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
 
