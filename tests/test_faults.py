@@ -223,7 +223,10 @@ def test_ctrl_c_saves_what_is_done_and_says_how_to_resume(brief_model, datasets,
     out = tmp_path / "o.parquet"
     job = subprocess.Popen([sys.executable, "predict_live.py", "--model-dir", str(brief_model[0]), "--file",
                             str(datasets / "tess"), "--output", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+                           stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                           # A shell without job control starts background jobs with SIGINT ignored, and children
+                           # inherit that: give this one the Ctrl-C a user's terminal gives.
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     parts = batch.parts_folder(out)
     deadline = time.monotonic() + TIMEOUT
     while not (parts.is_dir() and any(parts.iterdir())) and job.poll() is None and time.monotonic() < deadline:
