@@ -94,11 +94,10 @@ class Encoder:
     width: int  # features an encoder frame: 384 for tiny, 512 for base
 
 
-@functools.lru_cache(maxsize=4)
 def load_encoder(encoder_dir: str | Path | None = None, sha256: str | None = None, threads: int = 1) -> Encoder:
     """The Whisper model in encoder_dir (None: the shipped tiny.en, checked against SHIPPED_ENCODER_SHA256), on CPU in
-    int8, loaded once per process. sha256: the digest its model.bin must have (a saved model's). `threads`
-    clips can be encoded at once, from as many threads.
+    int8, loaded once per process however its folder is spelt. sha256: the digest its model.bin must have (a saved
+    model's). `threads` clips can be encoded at once, from as many threads.
 
     Raises EncoderError, with one line saying what to do, for a missing folder, a digest that differs, or a
     folder that is not a CTranslate2 Whisper model.
@@ -111,6 +110,11 @@ def load_encoder(encoder_dir: str | Path | None = None, sha256: str | None = Non
     if expected and digest != expected:
         raise EncoderError(f"{path / 'model.bin'} is not the encoder expected (SHA-256 {digest[:12]}…, expected "
                            f"{expected[:12]}…): {INSTALL_HINT}, or pass the --encoder-dir the model was made with")
+    return _loaded(path.resolve(), digest, threads)
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(path: Path, digest: str, threads: int) -> Encoder:
     try:
         model = ctranslate2.models.Whisper(str(path), device="cpu", compute_type="int8", inter_threads=threads,
                                            intra_threads=1)
@@ -192,7 +196,7 @@ def with_encoder(recipe: Recipe, encoder_dir: str | Path) -> Recipe:
     if recipe.features.frontend != "whisper":
         raise ValueError(f"--encoder-dir is for a recipe with the pretrained front end; {recipe.name} uses "
                          f"{recipe.features.frontend}")
-    encoder = load_encoder(Path(encoder_dir).resolve(), None, extraction_threads())
+    encoder = load_encoder(encoder_dir, None, extraction_threads())
     features = dataclasses.replace(recipe.features, encoder_dir=str(encoder.path), encoder_sha256=encoder.sha256,
                                    encoder_width=encoder.width)
     return dataclasses.replace(recipe, features=features)
